@@ -1,0 +1,27 @@
+"""verl.plugins entry point, imported by `import verl` in every verl process (driver, trainer and Ray workers).
+
+verl logs a failing plugin only at DEBUG; each part here is loaded on its own and a failure is logged at WARNING,
+so a broken part is visible and never takes the others (or verl) down with it.
+"""
+
+import importlib
+import logging
+
+logger = logging.getLogger(__name__)
+
+PARTS = ("verl_thinkprune.reward_manager",)
+
+
+def load_parts() -> list[str]:
+    """Import each part (each registers itself with verl); return the ones that failed."""
+    failed = []
+    for module in PARTS:
+        try:
+            importlib.import_module(module)
+        except Exception:
+            logger.warning("verl-thinkprune: %s failed to load; its features are unavailable", module, exc_info=True)
+            failed.append(module)
+    return failed
+
+
+load_parts()
