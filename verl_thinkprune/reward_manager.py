@@ -11,6 +11,7 @@ reward.reward_manager.name=ThinkPruneRewardManager``. Knobs, under ``reward.rewa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 TRUNCATED_FIELD = "truncated"
 """Key a rollout hook sets in the agent loop's extra_fields when it knows how generation ended."""
+
+ANSWER_TAIL_TOKENS = 64
+"""The final answer sits at the end: decode this many tokens first, and the whole response only if no box is there."""
 
 MAX_ANSWER_CHARS = 1000
 """Longer final answers are not graded: no legitimate math answer needs more, and grading cost grows with it."""
@@ -111,15 +115,22 @@ class ThinkPruneRewardManager(RewardManagerBase):
         if ground_truth is None:
             logger.warning("ThinkPrune: no ground truth for sample %s: scored 0", _sample_id(item))
             return 0.0
-        text = await self.loop.run_in_executor(None, self.tokenizer.decode, response_ids, True)
-        answer = last_boxed_answer(text)
+        loop = asyncio.get_running_loop()
+        answer = last_boxed_answer(await loop.run_in_executor(None, self._decode, response_ids[-ANSWER_TAIL_TOKENS:]))
+        if answer is None and len(response_ids) > ANSWER_TAIL_TOKENS:
+            answer = last_boxed_answer(await loop.run_in_executor(None, self._decode, response_ids))
         if not answer or len(answer) > MAX_ANSWER_CHARS:
             return 0.0
+        if answer == ground_truth:
+            return 1.0
         return float(
-            await self.loop.run_in_executor(
+            await loop.run_in_executor(
                 None, math_verify.compute_score, f"\\boxed{{{answer}}}", ground_truth, 0.0, self.grading_timeout
             )
         )
+
+    def _decode(self, token_ids: torch.Tensor) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
 
 def _sample_id(item) -> str:
