@@ -12,7 +12,7 @@ from conftest import GENERATION_EOS, make_batch
 from verl.experimental.reward_loop import RewardLoopWorker
 from verl.trainer.ppo.reward import load_reward_manager
 
-from verl_thinkprune.reward_manager import ThinkPruneRewardManager, last_boxed_answer
+from verl_thinkprune.reward_manager import ThinkPruneRewardManager, last_boxed_answer, response_score
 
 LIMIT = 32
 
@@ -201,3 +201,17 @@ def test_missing_ground_truth_scores_zero_and_warns_which_sample(thinkprune_conf
 )
 def test_last_boxed_answer(text, expected):
     assert last_boxed_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "truth", "expected"),
+    [
+        ("<think> 1/2 </think> \\boxed{0.5}", "\\frac{1}{2}", 1.0),
+        ("\\boxed{42} wait \\boxed{41}", 42, 0.0),
+        ("no answer", 42, 0.0),
+        ("\\boxed{42}", None, 0.0),
+    ],
+)
+def test_response_score_is_the_reward_rule_for_evaluation(text, truth, expected):
+    """Evaluation scores finished responses with the reward's own rule."""
+    assert response_score(text, truth) == expected

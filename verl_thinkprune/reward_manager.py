@@ -59,6 +59,21 @@ def ground_truth_answer(ground_truth: Any) -> str | None:
     return text or None
 
 
+def answer_score(answer: str | None, ground_truth: str, timeout: float = 10.0) -> float:
+    """1.0 if a final answer equals the ground truth as text or by math-verify (in worker processes: bounded)."""
+    if not answer or len(answer) > MAX_ANSWER_CHARS:
+        return 0.0
+    if answer == ground_truth:
+        return 1.0
+    return float(math_verify.compute_score(f"\\boxed{{{answer}}}", ground_truth, 0.0, timeout))
+
+
+def response_score(text: str, ground_truth: Any, timeout: float = 10.0) -> float:
+    """Score of a finished response's text: its last boxed answer against the ground truth (0 without one)."""
+    truth = ground_truth_answer(ground_truth)
+    return 0.0 if truth is None else answer_score(last_boxed_answer(text), truth, timeout)
+
+
 def is_truncated(response_ids: torch.Tensor, limit: int, eos_ids: set[int], flag: Any = None) -> bool:
     """Unfinished: the rollout said so, or the response reached the limit without ending on an EOS token."""
     if flag is not None:
@@ -119,15 +134,7 @@ class ThinkPruneRewardManager(RewardManagerBase):
         answer = last_boxed_answer(await loop.run_in_executor(None, self._decode, response_ids[-ANSWER_TAIL_TOKENS:]))
         if answer is None and len(response_ids) > ANSWER_TAIL_TOKENS:
             answer = last_boxed_answer(await loop.run_in_executor(None, self._decode, response_ids))
-        if not answer or len(answer) > MAX_ANSWER_CHARS:
-            return 0.0
-        if answer == ground_truth:
-            return 1.0
-        return float(
-            await loop.run_in_executor(
-                None, math_verify.compute_score, f"\\boxed{{{answer}}}", ground_truth, 0.0, self.grading_timeout
-            )
-        )
+        return await loop.run_in_executor(None, answer_score, answer, ground_truth, self.grading_timeout)
 
     def _decode(self, token_ids: torch.Tensor) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
