@@ -20,7 +20,9 @@ from verl.experimental.reward_loop import RewardLoopWorker
 from verl.utils.reward_score import math_verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import build_model_dir, compose_ppo_config, make_batch  # noqa: E402
+from conftest import build_model_dir, make_batch  # noqa: E402
+
+from verl_thinkprune.iterative import compose_verl_config  # noqa: E402
 
 
 def naive_math_verify_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> float:
@@ -86,7 +88,7 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         batch = thinkprune_like_batch(tokenizer, args.samples, args.limit, args.truncated_share)
         common = [f"actor_rollout_ref.model.path={model_dir}", f"data.max_response_length={args.limit}"]
-        naive = compose_ppo_config(
+        naive = compose_verl_config(
             common
             + [
                 "reward.reward_manager.name=naive",
@@ -94,7 +96,7 @@ def main() -> None:
                 "reward.custom_reward_function.name=naive_math_verify_score",
             ]
         )
-        thinkprune = compose_ppo_config(common + ["+reward_manager=thinkprune"])
+        thinkprune = compose_verl_config(common + ["+reward_manager=thinkprune"])
         naive_rate, naive_scores = samples_per_second(naive, batch, args.repeats)
         thinkprune_rate, thinkprune_scores = samples_per_second(thinkprune, batch, args.repeats)
 

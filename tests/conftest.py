@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 from tokenizers import ByteLevelBPETokenizer
 from transformers import PreTrainedTokenizerFast
@@ -46,16 +45,12 @@ def tokenizer(model_dir) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(model_dir)
 
 
-def compose_ppo_config(overrides: list[str]) -> DictConfig:
-    """verl's own ppo_trainer config, composed by Hydra exactly as main_ppo composes it."""
-    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
-        return compose("ppo_trainer", overrides=overrides)
-
-
 @pytest.fixture
 def thinkprune_config(model_dir) -> Callable[..., DictConfig]:
+    from verl_thinkprune.iterative import compose_verl_config  # conftest itself must import without the package
+
     def make(limit: int = 32, *extra: str) -> DictConfig:
-        return compose_ppo_config(
+        return compose_verl_config(
             [
                 "+reward_manager=thinkprune",
                 f"data.max_response_length={limit}",

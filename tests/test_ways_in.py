@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import verl
-from conftest import REPO, compose_ppo_config
+from conftest import REPO
 from verl.experimental.reward_loop.reward_manager.registry import get_reward_manager_cls
 from verl.trainer.ppo.reward import resolve_reward_manager_cls
 from verl.utils.import_utils import load_extern_object
 
 from verl_thinkprune import plugin
+from verl_thinkprune.iterative import compose_verl_config
 from verl_thinkprune.reward_manager import ThinkPruneRewardManager
 
 MANAGER_FILE = REPO / "verl_thinkprune" / "reward_manager.py"
@@ -40,10 +41,13 @@ try:
 except ModuleNotFoundError:
     pass
 sys.path.insert(0, {tests!r})
-from conftest import compose_ppo_config, make_batch
+from conftest import make_batch
+from hydra import compose, initialize_config_module
 from transformers import AutoTokenizer
 from verl.experimental.reward_loop import RewardLoopWorker
-config = compose_ppo_config({overrides!r} + ["actor_rollout_ref.model.path={model_dir}", "data.max_response_length=32"])
+with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+    overrides = {overrides!r} + ["actor_rollout_ref.model.path={model_dir}", "data.max_response_length=32"]
+    config = compose("ppo_trainer", overrides=overrides)
 tokenizer = AutoTokenizer.from_pretrained({model_dir!r})
 right = tokenizer.encode("\\\\boxed{{42}}") + [tokenizer.eos_token_id]
 truncated = tokenizer.encode("\\\\boxed{{42}} x" * 8)[:32]
@@ -68,7 +72,7 @@ def run_without_package(overrides: list[str], model_dir: Path, env: dict | None 
 
 
 def test_hydra_group_selects_thinkprune_and_exposes_its_knobs():
-    config = compose_ppo_config(["+reward_manager=thinkprune", "reward.reward_kwargs.token_limit=3000"])
+    config = compose_verl_config(["+reward_manager=thinkprune", "reward.reward_kwargs.token_limit=3000"])
     assert config.reward.reward_manager.source == "register"
     assert config.reward.reward_manager.name == "thinkprune"
     assert config.reward.reward_kwargs.token_limit == 3000
@@ -110,7 +114,7 @@ def test_verl_plugins_entry_point_registers_the_manager_in_a_fresh_process():
 
 
 def test_registry_name_resolves_without_the_hydra_group():
-    config = compose_ppo_config(["reward.reward_manager.name=thinkprune"])
+    config = compose_verl_config(["reward.reward_manager.name=thinkprune"])
     assert resolve_reward_manager_cls(config) is ThinkPruneRewardManager
 
 
