@@ -189,7 +189,8 @@ def train(args: argparse.Namespace, rnd: Round, start_model: str) -> None:
     """Runs (or resumes) the round's verl training; validates first only where that step has no complete dump."""
     resume_step = latest_checkpoint(rnd)
     validate_first = resume_step not in read_validations(rnd.validations)
-    command = [*shlex.split(args.launcher), sys.executable, "-m", "verl.trainer.main_ppo"]
+    python = "python3" if args.launcher else sys.executable  # a launcher runs the round on another machine
+    command = [*shlex.split(args.launcher), python, "-m", "verl.trainer.main_ppo"]
     command += round_overrides(args, rnd, start_model, validate_first)
     rnd.directory.mkdir(parents=True, exist_ok=True)
     print(f"[thinkprune] round {rnd.index} (L={rnd.limit}) from {start_model}, step {resume_step}: {rnd.log}")
@@ -345,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configs = check_configuration(args)
         if args.dry_run:
             for rnd, config in zip(plan_rounds(args.run_dir, args.schedule), configs, strict=True):
-                print(f"# round {rnd.index}: L={rnd.limit}\n{OmegaConf.to_yaml(config)}")
+                print(f"# round {rnd.index}: L={rnd.limit}\n{OmegaConf.to_yaml(config, resolve=True)}")
             return 0
         claim_run_dir(args.run_dir, fingerprint(args))
         with exclusive(args.run_dir):
