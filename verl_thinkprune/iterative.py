@@ -38,6 +38,7 @@ MANAGED_KEYS = (
     "trainer.val_before_train",
     "trainer.max_actor_ckpt_to_keep",
     "trainer.experiment_name",
+    "hydra.run.dir",
 )
 """Set by the driver for every round; a user override of one would silently break resume or selection."""
 
@@ -157,6 +158,7 @@ def round_overrides(args: argparse.Namespace, rnd: Round, start_model: str, vali
         f"trainer.val_before_train={validate_first}",
         "trainer.max_actor_ckpt_to_keep=null",
         f"trainer.experiment_name={args.run_dir.name}_round{rnd.index}_L{rnd.limit}",
+        f"hydra.run.dir={quoted(rnd.directory / 'hydra')}",
         *args.overrides,
     ]
 
@@ -194,9 +196,10 @@ def train(args: argparse.Namespace, rnd: Round, start_model: str) -> None:
     command += round_overrides(args, rnd, start_model, validate_first)
     rnd.directory.mkdir(parents=True, exist_ok=True)
     print(f"[thinkprune] round {rnd.index} (L={rnd.limit}) from {start_model}, step {resume_step}: {rnd.log}")
+    env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(rnd.directory / "metrics.jsonl")}  # verl's file logger
     with (
         open(rnd.log, "ab") as log,
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as process,
     ):
         for line in process.stdout:
             log.write(line)

@@ -9,7 +9,11 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-PARTS = ("verl_thinkprune.reward_manager",)
+PARTS = (
+    "verl_thinkprune.reward_manager",
+    "verl_thinkprune.cpu",  # before any part whose import resolves verl's platform
+    "verl_thinkprune.agent_loop",
+)
 
 
 def load_parts() -> list[str]:

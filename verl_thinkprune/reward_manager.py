@@ -81,6 +81,18 @@ def is_truncated(response_ids: torch.Tensor, limit: int, eos_ids: set[int], flag
     return len(response_ids) >= limit and int(response_ids[-1]) not in eos_ids
 
 
+def token_limit(config) -> int:
+    """The limit L: reward.reward_kwargs.token_limit, else the rollout's response length, which it cannot exceed."""
+    response_length = int(config.actor_rollout_ref.rollout.response_length)
+    limit = int((config.reward.get("reward_kwargs") or {}).get("token_limit") or response_length)
+    if not 0 < limit <= response_length:
+        raise ValueError(
+            f"reward.reward_kwargs.token_limit={limit} must be in 1..{response_length} "
+            "(actor_rollout_ref.rollout.response_length): longer responses are never generated"
+        )
+    return limit
+
+
 def eos_token_ids(tokenizer: Any, model_path: str | None) -> set[int]:
     """EOS ids of the tokenizer and of the model's generation config: generation may stop on either."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
@@ -96,13 +108,7 @@ class ThinkPruneRewardManager(RewardManagerBase):
     def __init__(self, config, tokenizer, compute_score=None, **kwargs):
         super().__init__(config, tokenizer, compute_score)
         reward_kwargs = config.reward.get("reward_kwargs") or {}
-        response_length = int(config.actor_rollout_ref.rollout.response_length)
-        self.limit = int(reward_kwargs.get("token_limit") or response_length)
-        if not 0 < self.limit <= response_length:
-            raise ValueError(
-                f"reward.reward_kwargs.token_limit={self.limit} must be in 1..{response_length} "
-                "(actor_rollout_ref.rollout.response_length): longer responses are never generated"
-            )
+        self.limit = token_limit(config)
         self.grading_timeout = float(reward_kwargs.get("grading_timeout") or 10)
         self.eos_ids = eos_token_ids(tokenizer, config.actor_rollout_ref.model.get("path"))
         if not self.eos_ids:
