@@ -2,7 +2,7 @@
 
 The run is killed once in round 1 after its first checkpoint, once in round 2 after its training started; each time
 the same command is repeated. It must finish with the same outcome an uninterrupted run reports: every round
-selected by the rule from its own validation dumps, finished work not redone, mean length falling round over round.
+selected by the rule from its own validation dumps, finished work not redone, the final model clearly shorter.
 """
 
 from __future__ import annotations
@@ -156,16 +156,15 @@ def test_each_selection_follows_the_rule_from_the_rounds_own_dumps(interrupted_r
         start_model = record["output_model"]
 
 
-def test_report_shows_mean_length_falling_round_over_round(interrupted_run):
+def test_report_shows_the_pruned_model_shorter(interrupted_run):
     run_dir = interrupted_run["run_dir"]
     report = json.loads((run_dir / "report.json").read_text())
     handed_on = [
         next((s for s in r["steps"] if s["step"] == r["selection"]["step"]), r["baseline"])["mean_length"]
         for r in report["rounds"]
     ]
-    assert (
-        handed_on == sorted(handed_on, reverse=True) and handed_on[-1] < report["rounds"][0]["baseline"]["mean_length"]
-    )
-    assert report["overall"]["mean_length_change"] < 0
+    first = report["rounds"][0]["baseline"]["mean_length"]
+    assert handed_on[-1] <= 0.9 * first, f"mean length per round {handed_on}, from {first}"
+    assert report["overall"]["mean_length_change"] <= -0.1
     assert (run_dir / "report.md").read_text().startswith("# ThinkPrune iterative pruning report")
     assert (run_dir / "report.png").stat().st_size > 10_000
