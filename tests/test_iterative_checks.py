@@ -56,6 +56,12 @@ def test_missing_data_file_is_refused(setup, capsys):
     assert "validation file" in err and "nope.parquet" in err
 
 
+def test_corrupt_parquet_file_is_refused(setup, capsys):
+    Path(setup["train"]).write_bytes(b"PAR1 not really parquet")
+    err = refusal(capsys, argv(setup))
+    assert "training file" in err and "train.parquet cannot be read" in err
+
+
 def test_limit_beyond_the_model_context_is_refused(setup, capsys):
     err = refusal(capsys, argv(setup, overrides=["data.max_prompt_length=1200"], schedule=("3000",)))
     assert "prompt length 1200 + limit 3000 exceeds the model's context of 4096 tokens" in err

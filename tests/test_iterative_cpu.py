@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,7 @@ def test_each_selection_follows_the_rule_from_the_rounds_own_dumps(interrupted_r
     for t, record in enumerate(report["rounds"], start=1):
         validations = read_validations(round_dir(interrupted_run["run_dir"], t) / "validation")
         candidates = [validations[s] for s in record["saved_steps"] if s in validations and s > 0]
-        assert record["selection"] == select_checkpoint(validations[0], candidates, 0.10).as_dict()
+        assert record["selection"] == asdict(select_checkpoint(validations[0], candidates, 0.10))
         selected = record["selection"]["step"]
         if selected is not None:
             assert validations[selected].pass_at_1 >= 0.9 * validations[0].pass_at_1 - 1e-12

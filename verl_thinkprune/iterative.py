@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
@@ -92,11 +92,17 @@ def check_schedule(schedule: Sequence[int]) -> None:
 
 
 def check_files(paths: Sequence[str], what: str) -> None:
+    """Each file opens, and a parquet file has a readable footer (verl reads them only after Ray has started)."""
+    import pyarrow.parquet
+
     for path in paths:
         try:
-            with open(path, "rb") as file:
-                file.read(1)
-        except OSError as error:
+            if path.endswith(".parquet"):
+                pyarrow.parquet.read_metadata(path)
+            else:
+                with open(path, "rb") as file:
+                    file.read(1)
+        except (OSError, pyarrow.ArrowException) as error:
             raise ConfigurationError(f"{what} file {path} cannot be read: {error}") from None
 
 
@@ -235,10 +241,10 @@ def finish_round(args: argparse.Namespace, rnd: Round, start_model: str) -> dict
         "round": rnd.index,
         "limit": rnd.limit,
         "start_model": start_model,
-        "baseline": validations[0].__dict__,
-        "steps": [v.__dict__ for v in validations.values()],
+        "baseline": asdict(validations[0]),
+        "steps": [asdict(v) for v in validations.values()],
         "saved_steps": saved,
-        "selection": selection.as_dict(),
+        "selection": asdict(selection),
         "output_model": output_model,
     }
     write_json_atomically(rnd.record, record)
@@ -357,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"thinkprune-iterative: {error}", file=sys.stderr)
         return 2
+    except (RuntimeError, subprocess.CalledProcessError) as error:
+        print(f"thinkprune-iterative: {error}; re-run the same command to resume", file=sys.stderr)
+        return 1
     print(f"[thinkprune] done: {len(records)} rounds; report in {args.run_dir / 'report.md'}")
     return 0
 

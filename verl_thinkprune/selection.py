@@ -9,7 +9,7 @@ the higher pass@1, then the earlier step. If none qualifies, the round's start m
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -27,9 +27,6 @@ class Selection:
     step: int | None
     """The chosen checkpoint's step; None when the start model carries forward."""
     reason: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def read_step_validation(dump: Path) -> StepValidation | None:
