@@ -126,10 +126,13 @@ def test_loading_the_file_again_beside_the_package_never_raises():
     assert get_reward_manager_cls("thinkprune") is ThinkPruneRewardManager, "the first registration stays"
 
 
-def test_a_part_that_fails_to_load_is_logged_at_warning(monkeypatch, caplog):
-    monkeypatch.setattr(plugin, "PARTS", ("verl_thinkprune.reward_manager", "verl_thinkprune.no_such_part"))
+def test_every_part_of_the_plugin_loads():
+    assert plugin.load_parts() == []
+
+
+def test_a_part_that_fails_to_load_is_logged_at_warning(caplog):
     with caplog.at_level(logging.WARNING, logger=plugin.__name__):
-        failed = plugin.load_parts()
+        failed = plugin.load_parts(("verl_thinkprune.reward_manager", "verl_thinkprune.no_such_part"))
     assert failed == ["verl_thinkprune.no_such_part"]
     assert "verl_thinkprune.no_such_part failed to load" in caplog.text
 
