@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 import pytest
+import torch
 from hydra.errors import InstantiationException
 from transformers import AutoTokenizer
 from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap, _agent_loop_registry
@@ -160,18 +161,23 @@ def test_length_system_prompt_is_added_only_when_asked_and_missing(tiny_model):
 
 
 def test_cpu_server_generation_respects_the_limit_and_marks_truncation(tiny_model):
-    """The warm-started model thinks for 42+ tokens: a 30-token limit cuts every answer, 96 lets most finish."""
+    """The warm-started model thinks for 42 to ~145 tokens: a 30-token limit cuts every answer, 192 lets them finish."""
+    torch.manual_seed(0)  # sampled at T=1: the same draws every run
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     server = CPUServer(HFGenerator(str(tiny_model), num_threads=2))
     problems = [Problem(a, b, op) for a, b, op in [(31, 76, "+"), (90, 45, "-"), (12, 9, "+"), (58, 67, "-")] * 4]
 
     async def rollouts(limit: int):
-        config = trainer_config(tiny_model, f"reward.reward_kwargs.token_limit={limit}")
+        config = trainer_config(
+            tiny_model,
+            f"data.max_response_length={max(limit, RESPONSE_LENGTH)}",
+            f"reward.reward_kwargs.token_limit={limit}",
+        )
         return await asyncio.gather(
             *(agent_loop(config, server).run(SAMPLING, raw_prompt=messages(p)) for p in problems)
         )
 
-    for limit in (30, RESPONSE_LENGTH):
+    for limit in (30, 192):
         outputs = asyncio.run(rollouts(limit))
         for output in outputs:
             ended_with_eos = output.response_ids[-1] == tokenizer.eos_token_id
