@@ -200,29 +200,25 @@ def tiny_model_dir(settings: TinySettings | None = None) -> Path:
     return target
 
 
-@torch.no_grad()
 def evaluate(model_dir: Path, num_problems: int = 128, samples: int = 4, max_new_tokens: int = 200, seed: int = 1):
-    """Accuracy and mean response length when sampling at temperature 1 with no length limit."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Accuracy (the reward's rule) and mean response length when sampling at temperature 1 with no length limit."""
+    from verl_thinkprune.evaluation import EvalSettings, TransformersBackend
+    from verl_thinkprune.reward_manager import response_score
 
-    from verl_thinkprune.reward_manager import last_boxed_answer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    settings = EvalSettings(temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens, samples=samples, seed=seed)
+    backend = TransformersBackend(model_dir, settings, batch_size=num_problems * samples)
     rng = random.Random(seed)
-    torch.manual_seed(seed)
-    problems = [task.random_problem(rng) for _ in range(num_problems)]
-    prompts = [task.messages(p) for p in problems for _ in range(samples)]
-    batch = tokenizer.apply_chat_template(
-        prompts, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+    problems = [task.random_problem(rng) for _ in range(num_problems) for _ in range(samples)]
+    prompts = [
+        backend.tokenizer.apply_chat_template(
+            task.messages(p), add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        for p in problems
+    ]
+    completions = backend.generate(prompts, max_new_tokens)
+    correct = sum(
+        response_score(backend.tokenizer.decode(ids, skip_special_tokens=True), problem.answer)
+        for ids, problem in zip(completions, problems, strict=True)
     )
-    output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
-    responses = output[:, batch["input_ids"].shape[1] :]
-    correct, lengths = 0, []
-    for index, ids in enumerate(responses.tolist()):
-        if tokenizer.eos_token_id in ids:
-            ids = ids[: ids.index(tokenizer.eos_token_id) + 1]
-        lengths.append(len(ids))
-        answer = last_boxed_answer(tokenizer.decode(ids, skip_special_tokens=True))
-        correct += answer == str(problems[index // samples].answer)
-    return {"accuracy": correct / len(responses), "mean_length": sum(lengths) / len(lengths), "lengths": lengths}
+    lengths = [len(ids) for ids in completions]
+    return {"accuracy": correct / len(completions), "mean_length": sum(lengths) / len(lengths), "lengths": lengths}
