@@ -48,7 +48,8 @@ def thought(rng: random.Random, tokenizer, num_tokens: int) -> list[int]:
 
 
 def thinkprune_like_batch(tokenizer, num_samples: int, limit: int, truncated_share: float, seed: int = 0):
-    """Finished responses end in a boxed answer and EOS; truncated ones fill the limit mid-thought."""
+    """Finished responses end their thinking, then give a boxed answer and EOS; truncated ones fill the limit
+    mid-thought."""
     rng = random.Random(seed)
     responses, truths = [], []
     for i in range(num_samples):
@@ -56,7 +57,9 @@ def thinkprune_like_batch(tokenizer, num_samples: int, limit: int, truncated_sha
         if i < truncated_share * num_samples:
             responses.append(thought(rng, tokenizer, limit))
         else:
-            answer = tokenizer.encode(f" The answer is $\\boxed{{{truth if rng.random() < 0.6 else truth + 1}}}$.")
+            answer = tokenizer.encode(
+                f"\n</think>\n\nThe answer is $\\boxed{{{truth if rng.random() < 0.6 else truth + 1}}}$."
+            )
             body = thought(rng, tokenizer, rng.randint(limit * 2 // 3, limit - 1 - len(answer)))
             responses.append(body + answer + [tokenizer.eos_token_id])
         truths.append(truth)
@@ -66,7 +69,7 @@ def thinkprune_like_batch(tokenizer, num_samples: int, limit: int, truncated_sha
 def samples_per_second(config, batch, repeats: int) -> tuple[float, list[float]]:
     async def run() -> tuple[float, list[float]]:
         worker = RewardLoopWorker(config)
-        await worker.compute_score_batch(batch[:8])  # warm: start the math-verify process pool
+        await worker.compute_score_batch(batch[-8:])  # warm: finished samples start the math-verify process pool
         start = time.perf_counter()
         for _ in range(repeats):
             outputs = await worker.compute_score_batch(batch)

@@ -8,9 +8,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # ---- user-adjustable (and everything in settings.sh) ----
 OUT_DIR=${OUT_DIR:-runs/thinkprune_round}
-TINY_DIR=${TINY_DIR:-$OUT_DIR/data}
+TINY_DIR=${TINY_DIR:-$OUT_DIR/tiny}
 source "$here/settings.sh"
-TOKEN_LIMIT=${TOKEN_LIMIT:-${SCHEDULE%% *}}   # L (default: the schedule's first limit)
+if [ "${TINY_DEFAULTS:-0}" = 1 ]; then TINY_DIR="$TINY_DIR" bash "$here/prepare_tiny.sh" >/dev/null; fi
+FIRST_LIMIT=$(python3 -c 'from verl_thinkprune.iterative import DEFAULT_SCHEDULE; print(DEFAULT_SCHEDULE[0])')
+TOKEN_LIMIT=${TOKEN_LIMIT:-${SCHEDULE:-$FIRST_LIMIT}}
+TOKEN_LIMIT=${TOKEN_LIMIT%% *}                  # L (default: the schedule's first limit)
 RESPONSE_LENGTH=${RESPONSE_LENGTH:-$TOKEN_LIMIT}  # what the rollout may generate; L must not exceed it
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-round_L$TOKEN_LIMIT}
 

@@ -35,6 +35,15 @@ def build_model_dir(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two torch threads on a busy 2-core machine make generation 100x slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     return build_model_dir(tmp_path_factory.mktemp("tokenizer"))

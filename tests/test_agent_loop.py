@@ -19,11 +19,12 @@ from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
 from verl.utils.dataset.rl_dataset import RLHFDataset
 from verl.workers.rollout.replica import TokenOutput
 
-from verl_thinkprune.agent_loop import AGENT_LOOP_NAME, ThinkPruneAgentLoop, generation_truncated
+from verl_thinkprune import data
+from verl_thinkprune.agent_loop import AGENT_LOOP_NAME, VALIDATION_FIELD, ThinkPruneAgentLoop
 from verl_thinkprune.cpu.rollout import HFGenerator
 from verl_thinkprune.iterative import compose_verl_config
 from verl_thinkprune.prompts import length_system_prompt
-from verl_thinkprune.reward_manager import TRUNCATED_FIELD
+from verl_thinkprune.reward_manager import LIMIT_FIELD, TRUNCATED_FIELD, is_truncated
 from verl_thinkprune.tiny import tiny_model_dir
 from verl_thinkprune.tiny.task import Problem, messages
 
@@ -87,11 +88,13 @@ class CPUServer:
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": False}
 
 
-def run(config, client, raw_prompt: list[dict] | None = None):
-    """One sample through a fresh agent loop, as in verl's AgentLoopWorker."""
+def run(config, client, raw_prompt: list[dict] | None = None, validating: bool = False):
+    """One sample through a fresh agent loop, as verl's AgentLoopWorker runs it (ThinkPrune's manager marks
+    validation samples)."""
 
     async def one():
-        return await agent_loop(config, client).run(SAMPLING, raw_prompt=raw_prompt or messages(Problem(31, 76, "+")))
+        fields = {"raw_prompt": raw_prompt or messages(Problem(31, 76, "+")), VALIDATION_FIELD: validating}
+        return await agent_loop(config, client).run(SAMPLING, **fields)
 
     return asyncio.run(one())
 
@@ -139,25 +142,74 @@ def test_limit_defaults_to_response_length_and_may_not_exceed_it(tiny_model):
     run(trainer_config(tiny_model), replayed)
     assert replayed.requests[0]["sampling_params"]["max_tokens"] == RESPONSE_LENGTH
 
-    with pytest.raises(InstantiationException, match="token_limit=97 must be in 1..96"):  # as verl reports it
+    with pytest.raises(InstantiationException, match="token_limit=97 must be a whole number of tokens in 1..96"):
         run(trainer_config(tiny_model, "reward.reward_kwargs.token_limit=97"), replayed)
 
 
-def test_length_system_prompt_is_added_only_when_asked_and_missing(tiny_model):
+def prepared_rows(token_limit: int | None) -> list[list[dict]]:
+    """Prompts as `thinkprune-prepare-data` writes them (with the length prompt for token_limit, or without)."""
+    source = data.SOURCES["deepscaler"]
+    records = [{"problem": "What is 31+76?", "answer": "107"}]
+    return [list(row["prompt"]) for row in data.convert(records, source, token_limit=token_limit)]
+
+
+@pytest.mark.parametrize("validating", [False, True], ids=["training", "validation"])
+@pytest.mark.parametrize("prepared_for", [4000, None], ids=["data-for-another-limit", "data-without-length-prompt"])
+def test_the_prompt_the_server_receives_states_the_rounds_limit(tiny_model, validating, prepared_for):
+    """Data prepared for round 1 (L=4000), or without the length prompt, used in a round at L=3000."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     replayed = ReplayedServer(TokenOutput(token_ids=[tokenizer.eos_token_id], stop_reason="completed"))
-    asked = trainer_config(
-        tiny_model, "reward.reward_kwargs.token_limit=64", "reward.reward_kwargs.add_length_prompt=true"
+    config = trainer_config(tiny_model, "data.max_response_length=3000", "reward.reward_kwargs.token_limit=3000")
+
+    run(config, replayed, raw_prompt=prepared_rows(prepared_for)[0], validating=validating)
+
+    received = tokenizer.decode(replayed.requests[0]["prompt_ids"])
+    assert received.count(length_system_prompt(3000)) == 1 and "4000" not in received
+    assert "What is 31+76?" in received
+
+
+def test_length_prompt_off_and_a_users_own_system_prompt_leave_prompts_alone(tiny_model, caplog):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    replayed = ReplayedServer(TokenOutput(token_ids=[tokenizer.eos_token_id], stop_reason="completed"))
+    limit = "reward.reward_kwargs.token_limit=64"
+    own = [{"role": "system", "content": "Be brief."}, *messages(Problem(1, 2, "+"))]
+
+    run(trainer_config(tiny_model, limit, "actor_rollout_ref.rollout.custom.thinkprune.length_prompt=false"), replayed)
+    with caplog.at_level("WARNING", logger="verl_thinkprune.agent_loop"):
+        run(trainer_config(tiny_model, limit), replayed, raw_prompt=own)
+    run(trainer_config(tiny_model, limit, "reward.reward_kwargs.add_length_prompt=false"), replayed)  # deprecated
+    off, kept, deprecated_off = (tokenizer.decode(r["prompt_ids"]) for r in replayed.requests)
+
+    assert "system" not in off and "system" not in deprecated_off
+    assert "Be brief." in kept and length_system_prompt(64) not in kept
+    assert "not ThinkPrune's length prompt" in caplog.text
+
+
+def test_unknown_hook_setting_is_refused(tiny_model):
+    replayed = ReplayedServer(TokenOutput(token_ids=[1], stop_reason="completed"))
+    config = trainer_config(tiny_model, "+actor_rollout_ref.rollout.custom.thinkprune.lenght_prompt=true")
+    with pytest.raises(InstantiationException, match="has no \\['lenght_prompt'\\]"):
+        run(config, replayed)
+
+
+def test_unlimited_validation_generates_validation_past_the_limit_and_training_within_it(tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    long_answer = tokenizer.encode("<think> 30+70=100, 1+6=7, 100+7=107. Check: 31+76=107. Check: 31+76=107.")
+    replayed = ReplayedServer(TokenOutput(token_ids=[*long_answer, tokenizer.eos_token_id], stop_reason="completed"))
+    config = trainer_config(
+        tiny_model,
+        "reward.reward_kwargs.token_limit=40",
+        "actor_rollout_ref.rollout.custom.thinkprune.unlimited_validation=true",
     )
 
-    run(asked, replayed)
-    run(asked, replayed, raw_prompt=[{"role": "system", "content": "Be brief."}, *messages(Problem(1, 2, "+"))])
-    run(trainer_config(tiny_model), replayed)
-    added, kept, default = (tokenizer.decode(r["prompt_ids"]) for r in replayed.requests)
+    validation = run(config, replayed, validating=True)
+    assert replayed.requests[-1]["sampling_params"]["max_tokens"] == RESPONSE_LENGTH
+    assert validation.extra_fields[LIMIT_FIELD] == RESPONSE_LENGTH and validation.extra_fields[TRUNCATED_FIELD] is False
 
-    assert length_system_prompt(64) in added and "What is 31+76?" in added
-    assert "Be brief." in kept and length_system_prompt(64) not in kept
-    assert "system" not in default
+    training = run(config, replayed, validating=False)
+    assert replayed.requests[-1]["sampling_params"]["max_tokens"] == 40
+    assert training.extra_fields[LIMIT_FIELD] == 40
+    assert training.extra_fields[TRUNCATED_FIELD] is True, "a response longer than L is cut off, whatever it holds"
 
 
 def test_cpu_server_generation_respects_the_limit_and_marks_truncation(tiny_model):
@@ -172,6 +224,7 @@ def test_cpu_server_generation_respects_the_limit_and_marks_truncation(tiny_mode
             tiny_model,
             f"data.max_response_length={max(limit, RESPONSE_LENGTH)}",
             f"reward.reward_kwargs.token_limit={limit}",
+            "actor_rollout_ref.rollout.custom.thinkprune.length_prompt=false",  # the tiny model cannot read it
         )
         return await asyncio.gather(
             *(agent_loop(config, server).run(SAMPLING, raw_prompt=messages(p)) for p in problems)
@@ -189,4 +242,4 @@ def test_cpu_server_generation_respects_the_limit_and_marks_truncation(tiny_mode
 
 
 def test_an_aborted_generation_counts_as_unfinished():
-    assert generation_truncated([7, 7], 5, {2}, "aborted") is True
+    assert is_truncated([7, 7], 5, {2}, stop_reason="aborted") is True

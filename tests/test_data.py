@@ -193,3 +193,19 @@ def test_shared_aime_file_gives_the_official_validation_set(tmp_path):
     assert frame["data_source"].value_counts().to_dict() == {"AIME22": 30, "AIME23": 30}
     assert frame.iloc[0]["prompt"][0]["content"] == length_system_prompt(4000)
     assert frame.iloc[0]["prompt"][1]["content"].endswith(SUFFIX)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [([{"problem": "", "answer": "1"}], "deepscaler: no usable rows (deepscaler: kept 0, skipped 1 (1 empty problem))"),
+     (None, "Unable to find")],
+    ids=["no-usable-rows", "missing-file"],
+)  # fmt: skip
+def test_the_command_answers_bad_input_with_one_line_and_a_non_zero_exit(tmp_path, capsys, rows, message):
+    local = tmp_path / "d.jsonl"
+    if rows is not None:
+        write_table(rows, local)
+    with pytest.raises(SystemExit) as exit_info:
+        data.main(["deepscaler", "--out-dir", str(tmp_path / "out"), "--input", f"deepscaler={local}"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and message in err.strip().splitlines()[-1] and "Traceback" not in err

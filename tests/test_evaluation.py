@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-import torch
 from conftest import SHARED_AIME
 
 from verl_thinkprune import data, evaluation
 from verl_thinkprune.budget_forcing import FORCED_ANSWER, budget_forced
-from verl_thinkprune.evaluation import EvalSettings, TransformersBackend, cut_completion, summarize
+from verl_thinkprune.evaluation import TransformersBackend
+from verl_thinkprune.generation import Completion
+from verl_thinkprune.protocol import EvalSettings, read_samples, results_table, summarize
 from verl_thinkprune.tiny import tiny_model_dir, write_dataset
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two torch threads on a busy 2-core machine make generation 100x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +25,13 @@ def tiny_model():
 
 
 @pytest.fixture(scope="module")
-def tiny_val(tmp_path_factory):
-    _, val = write_dataset(tmp_path_factory.mktemp("tiny_data"), num_train=1, num_val=6)
-    return val
+def tiny_data(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("tiny_data"), num_train=1, num_val=6, num_test=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_val(tiny_data):
+    return tiny_data["val"]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +42,18 @@ def backend(tiny_model):
 def settings(**overrides) -> EvalSettings:
     """The tiny model is validated at T=1 (greedy-ish sampling always writes the maximum number of checks)."""
     return EvalSettings(**{"temperature": 1.0, "top_p": 1.0, "samples": 2, "max_new_tokens": 200, **overrides})
+
+
+class Counting:
+    """A backend that counts the prompts it is asked to sample, then samples them with another backend."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.prompts = backend, 0
+        self.tokenizer, self.eos_ids, self.context_length = backend.tokenizer, backend.eos_ids, backend.context_length
+
+    def generate(self, prompts, max_new_tokens, stop=None):
+        self.prompts += len(prompts)
+        return self.backend.generate(prompts, max_new_tokens, stop)
 
 
 def test_paper_protocol_defaults():
@@ -56,6 +67,13 @@ def test_paper_protocol_defaults():
         16,
     ]
     assert EvalSettings(samples=4).samples_for("AIME24") == 4
+
+
+def test_command_defaults_are_the_protocols():
+    args = evaluation.build_parser().parse_args(["--model", "m", "--data", "d.parquet", "--out-dir", "o"])
+    protocol = EvalSettings()
+    assert (args.temperature, args.top_p, args.max_new_tokens) == (protocol.temperature, protocol.top_p, 32000)
+    assert (args.answer_tokens, args.seed, args.samples) == (protocol.answer_tokens, protocol.seed, None)
 
 
 def test_summary_per_benchmark_and_overall_mean_of_benchmarks():
@@ -73,18 +91,8 @@ def test_summary_per_benchmark_and_overall_mean_of_benchmarks():
         "mean_length": 60.0,
         "truncation_rate": 0.125,
     }
-    markdown = evaluation.markdown_table(table)
+    markdown = results_table(table)
     assert "| A | 2 | 4 | 75.0% | 20 | 25.0% |" in markdown and "| overall | 3 | 5 | 37.5% | 60 | 12.5% |" in markdown
-
-
-def test_cut_completion_stops_at_eos_or_after_the_stop_string(tokenizer):
-    eos = {tokenizer.eos_token_id}
-    ids = tokenizer.encode("Let me compute 12 + 30 = 42. </think> The answer")
-    padded = ids + [tokenizer.eos_token_id, tokenizer.pad_token_id]
-    assert cut_completion(padded, eos, None, tokenizer) == ids + [tokenizer.eos_token_id]
-    cut = cut_completion(padded, eos, "</think>", tokenizer)
-    assert tokenizer.decode(cut).endswith("</think>") and cut == ids[: len(cut)]
-    assert cut_completion(ids, eos, "never", tokenizer) == ids
 
 
 class ScriptedGenerate:
@@ -95,12 +103,16 @@ class ScriptedGenerate:
 
     def __call__(self, prompts, max_new_tokens, stop=None):
         self.calls.append((prompts, max_new_tokens, stop))
-        texts = self.completions.pop(0)
-        return [self.tokenizer.encode(t) + ([self.tokenizer.eos_token_id] if t.endswith("!") else []) for t in texts]
+        return [self.completion(text, stop) for text in self.completions.pop(0)]
+
+    def completion(self, text: str, stop: str | None) -> Completion:
+        """Ends with "!": an EOS; holds the stop string: stopped there; else the budget ran out."""
+        if text.endswith("!"):
+            return Completion(self.tokenizer.encode(text) + [self.tokenizer.eos_token_id], "eos")
+        return Completion(self.tokenizer.encode(text), "stop" if stop and stop in text else "length")
 
 
 def test_budget_forcing_appends_the_final_answer_prompt_only_to_unfinished_thinking(tokenizer):
-    eos = {tokenizer.eos_token_id}
     generate = ScriptedGenerate(
         tokenizer,
         ["Let me compute 12 + 30", "Let me verify: 42 </think>", "No thinking at all!"],
@@ -108,7 +120,7 @@ def test_budget_forcing_appends_the_final_answer_prompt_only_to_unfinished_think
     )
     prompt = tokenizer.encode("What is 12 + 30?")
 
-    results = budget_forced(generate, tokenizer, [prompt] * 3, budget=7, answer_tokens=5, eos_ids=eos)
+    results = budget_forced(generate, tokenizer, [prompt] * 3, budget=7, answer_tokens=5)
 
     assert [call[1:] for call in generate.calls] == [(7, "</think>"), (5, None)]
     forced_context = generate.calls[1][0][0]
@@ -120,6 +132,7 @@ def test_budget_forcing_appends_the_final_answer_prompt_only_to_unfinished_think
     forced_tokens = len(tokenizer.encode("\n" + FORCED_ANSWER))
     assert results[0].generated == len(results[0].token_ids) - forced_tokens
     assert results[1].generated == len(results[1].token_ids)
+    assert [r.finish for r in results] == ["eos", "eos", "eos"]
 
 
 def test_tiny_model_evaluation_resumes_without_regenerating(tiny_model, tiny_val, backend, tmp_path):
@@ -129,25 +142,97 @@ def test_tiny_model_evaluation_resumes_without_regenerating(tiny_model, tiny_val
     assert table["tiny_arith"]["problems"] == 4 and table["tiny_arith"]["samples"] == 8
     assert table["tiny_arith"]["pass@1"] >= 0.5 and table["tiny_arith"]["truncation_rate"] == 0
     assert 30 < table["tiny_arith"]["mean_length"] < 150
-    records = evaluation.read_samples(run)
+    records = read_samples(run)
     assert all(len(r["responses"]) == len(r["lengths"]) == len(r["scores"]) == 2 for r in records)
     assert json.loads((run / "results.json").read_text())["results"] == table
     assert "| tiny_arith | 4 | 8 |" in (run / "results.md").read_text()
 
-    class Counting:
-        tokenizer, eos_ids, prompts = backend.tokenizer, backend.eos_ids, 0
-
-        def generate(self, prompts, max_new_tokens, stop=None):
-            Counting.prompts += len(prompts)
-            return backend.generate(prompts, max_new_tokens, stop)
-
     with (run / "samples.jsonl").open("a") as samples:
-        samples.write('{"key": "tiny_arith/4", "respon')  # an interrupted write
-    table = evaluation.evaluate(tiny_val, run, Counting(), settings(), model, max_problems=5)
-    assert Counting.prompts == 2, "only the fifth problem is new"
+        samples.write('{"key": "val/tiny_arith/4", "respon')  # an interrupted write
+    counting = Counting(backend)
+    table = evaluation.evaluate(tiny_val, run, counting, settings(), model, max_problems=5)
+    assert counting.prompts == 2, "only the fifth problem is new"
     assert table["tiny_arith"]["problems"] == 5
     with pytest.raises(ValueError, match="other settings"):
-        evaluation.evaluate(tiny_val, run, Counting(), settings(samples=3), model)
+        evaluation.evaluate(tiny_val, run, counting, settings(samples=3), model)
+
+
+def test_several_data_files_keep_their_problems_apart_and_resume(tiny_data, backend, tmp_path):
+    files = [tiny_data["val"], tiny_data["test"]]
+    table = evaluation.evaluate(files, tmp_path, backend, settings(samples=1), max_problems=None)
+
+    keys = [record["key"] for record in read_samples(tmp_path)]
+    assert table["tiny_arith"]["problems"] == 6 + 3 == len(set(keys))
+    assert {key.split("/")[0] for key in keys} == {"val", "test"}
+    counting = Counting(backend)
+    evaluation.evaluate(files, tmp_path, counting, settings(samples=1))
+    assert counting.prompts == 0, "a rerun resumes: every problem of both files is done"
+
+
+def test_data_files_of_the_same_name_are_refused(tiny_val, backend, tmp_path):
+    twin = tmp_path / "copy" / tiny_val.name
+    twin.parent.mkdir()
+    twin.write_bytes(tiny_val.read_bytes())
+    with pytest.raises(ValueError, match="share a name"):
+        evaluation.evaluate([tiny_val, twin], tmp_path / "run", backend, settings())
+
+
+class Replayed:
+    """A backend that answers every prompt with one fixed completion, as an engine reported it."""
+
+    def __init__(self, tokenizer, completion: Completion) -> None:
+        self.tokenizer, self.completion = tokenizer, completion
+        self.eos_ids, self.context_length = frozenset({tokenizer.eos_token_id}), None
+
+    def generate(self, prompts, max_new_tokens, stop=None):
+        return [self.completion] * len(prompts)
+
+
+@pytest.mark.parametrize(
+    "text, eos, finish, truncated",
+    [
+        ("<think> 42 </think> \\boxed{42}", True, "eos", False),
+        ("<think> 42 </think> \\boxed{42}", False, "length", True),  # the engine ran out of context: cut off
+        ("<think> 42 </think> \\boxed{42}", False, "stop", False),  # a stop string ended it
+    ],
+)
+def test_truncation_follows_the_engines_finish_reason(backend, text, eos, finish, truncated):
+    tokenizer = backend.tokenizer
+    ids = tokenizer.encode(text) + ([tokenizer.eos_token_id] if eos else [])
+    problem = evaluation.Problem("p/tiny/0", "tiny", [{"role": "user", "content": "What is 40+2?"}], "42")
+
+    [record] = evaluation.sample_problems(Replayed(tokenizer, Completion(ids, finish)), [problem], settings(samples=1))
+
+    assert len(ids) < settings().max_new_tokens
+    assert record["truncated"] == [int(truncated)] and record["scores"] == [0.0 if truncated else 1.0]
+
+
+@pytest.mark.parametrize(
+    "finish_reason, stop_reason, eos, finish",
+    [
+        ("stop", None, True, "eos"),
+        ("stop", 151643, True, "eos"),  # a generation-config EOS id vLLM treats as a stop token
+        ("stop", "</think>", False, "stop"),
+        ("length", None, False, "length"),
+        ("abort", None, False, "length"),
+    ],
+)
+def test_vllm_finish_reasons(tokenizer, finish_reason, stop_reason, eos, finish):
+    ids = tokenizer.encode("Let me verify: 42 </think>") + ([tokenizer.eos_token_id] if eos else [])
+    output = SimpleNamespace(token_ids=ids, finish_reason=finish_reason, stop_reason=stop_reason)
+    stop = stop_reason if isinstance(stop_reason, str) else None
+    completion = evaluation.vllm_completion(output, frozenset({tokenizer.eos_token_id}), stop, tokenizer)
+    assert completion.finish == finish and completion.token_ids == ids
+
+
+def test_a_response_budget_beyond_the_context_is_refused_before_generating(tiny_val, backend, tmp_path):
+    counting = Counting(backend)
+    assert backend.context_length == 256
+    with pytest.raises(ValueError, match="exceeds the model's context of 256"):
+        evaluation.evaluate(tiny_val, tmp_path / "plain", counting, settings(max_new_tokens=250))
+    with pytest.raises(ValueError, match="exceeds the model's context of 256"):
+        evaluation.evaluate(tiny_val, tmp_path / "forced", counting, settings(budget=150, answer_tokens=100))
+    assert counting.prompts == 0
 
 
 def test_tiny_model_truncated_responses_score_zero(tiny_val, backend, tmp_path):
@@ -161,24 +246,61 @@ def test_budget_forcing_command_on_the_tiny_model(tiny_model, tiny_val, tmp_path
     evaluation.main(
         ["--model", str(tiny_model), "--data", str(tiny_val), "--out-dir", str(out), "--backend", "transformers"]
         + ["--samples", "2", "--temperature", "1", "--top-p", "1", "--max-problems", "3", "--answer-tokens", "24"]
-        + ["--budgets", "8", "200", "--threads", "1"]
+        + ["--budgets", "8", "150", "--threads", "1"]
     )
-    short, long = (json.loads((out / f"budget-{b}" / "results.json").read_text()) for b in (8, 200))
+    short, long = (json.loads((out / f"budget-{b}" / "results.json").read_text()) for b in (8, 150))
     assert short["settings"]["budget"] == 8 and short["results"]["overall"]["samples"] == 6
-    assert all(FORCED_ANSWER in r for rec in evaluation.read_samples(out / "budget-8") for r in rec["responses"])
+    assert all(FORCED_ANSWER in r for rec in read_samples(out / "budget-8") for r in rec["responses"])
     assert short["results"]["overall"]["mean_length"] <= 8 + 24
     assert long["results"]["overall"]["pass@1"] >= 0.5
-    assert "| B=8 |" in (out / "budget_forcing.md").read_text() and "| B=200 |" in capsys.readouterr().out
+    assert "| B=8 |" in (out / "budget_forcing.md").read_text() and "| B=150 |" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not SHARED_AIME.exists(), reason="needs ../shared/data/aime22_23_24.parquet")
 def test_prepared_aime_file_runs_through_the_evaluation(tiny_model, backend, tmp_path):
     path, _ = data.prepare("aime", tmp_path, SHARED_AIME, keep_data_sources=("AIME24",))
-    assert len(pd.read_parquet(path)) == 30
+    frame = pd.read_parquet(path)
+    assert len(frame) == 30
+    with pytest.raises(ValueError, match="context"):  # the tiny model's 256 positions: most AIME prompts overflow
+        evaluation.evaluate(path, tmp_path / "all", backend, settings(samples=None, max_new_tokens=8))
+    shortest = frame.iloc[[frame["prompt"].map(lambda p: len(p[-1]["content"])).argmin()]]
+    shortest.to_parquet(path)
 
-    table = evaluation.evaluate(
-        path, tmp_path / "run", backend, settings(samples=None, max_new_tokens=8), max_problems=1
-    )
+    table = evaluation.evaluate(path, tmp_path / "run", backend, settings(samples=None, max_new_tokens=8))
 
     assert table["AIME24"]["samples"] == 64, "the paper samples AIME24 64 times"
     assert table["AIME24"]["pass@1"] == 0.0 and table["AIME24"]["truncation_rate"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "case, code, message",
+    [
+        ("missing data", 2, "no data file"),
+        ("missing model", 2, "no model directory"),
+        ("not a model", 2, "is not a model directory"),
+        ("not parquet", 1, "not a verl parquet file"),
+        ("context", 1, "exceeds the model's context"),
+    ],
+)
+def test_command_errors_are_one_line_and_a_nonzero_exit(tiny_model, tiny_val, tmp_path, capsys, case, code, message):
+    model, data_file, max_new_tokens = str(tiny_model), str(tiny_val), "100"
+    if case == "missing data":
+        data_file = str(tmp_path / "absent.parquet")
+    elif case == "missing model":
+        model = str(tmp_path / "runs" / "round_1" / "merged")
+    elif case == "not a model":
+        model = str(tmp_path)
+    elif case == "not parquet":
+        data_file = str(tmp_path / "notes.parquet")
+        (tmp_path / "notes.parquet").write_text("not a table")
+    else:
+        max_new_tokens = "300"
+    argv = ["--model", model, "--data", data_file, "--out-dir", str(tmp_path / "out"), "--backend", "transformers"]
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluation.main(argv + ["--max-new-tokens", max_new_tokens, "--samples", "1"])
+
+    stderr = capsys.readouterr().err
+    last_line = stderr.splitlines()[-1]  # after transformers' own progress bars
+    assert exit_info.value.code == code and "Traceback" not in stderr
+    assert last_line.startswith("error: ") and message in last_line

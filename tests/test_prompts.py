@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import REPO
 
-from verl_thinkprune.prompts import length_system_prompt, thinkprune_messages, user_prompt
+from verl_thinkprune.prompts import length_system_prompt, state_limit, thinkprune_messages, user_prompt
 
 METHOD_NOTE = REPO.parent / "shared" / "notes" / "thinkprune-method.md"
 
@@ -44,3 +44,21 @@ def test_limit_must_be_a_positive_int(bad):
 def test_unknown_model_family_is_refused_with_the_choices():
     with pytest.raises(ValueError, match=r"unknown model family 'llama'.*deepseek"):
         user_prompt("x", "llama")
+
+
+def test_stating_a_limit_restates_another_rounds_prompt_and_adds_a_missing_one():
+    user = {"role": "user", "content": user_prompt("What is 1+1?")}
+    prepared_for_4000 = thinkprune_messages("What is 1+1?", 4000)
+
+    assert state_limit(prepared_for_4000, 3000) == (thinkprune_messages("What is 1+1?", 3000), "restated")
+    assert state_limit([user], 3000) == ([{"role": "system", "content": length_system_prompt(3000)}, user], "added")
+    assert state_limit(prepared_for_4000, 4000) == (prepared_for_4000, "unchanged")
+    assert thinkprune_messages("What is 1+1?", None) == [user]
+
+
+def test_a_system_prompt_of_the_users_own_is_left_alone():
+    messages = [
+        {"role": "system", "content": "You are terse. Answer within 100 tokens."},
+        {"role": "user", "content": "x"},
+    ]
+    assert state_limit(messages, 3000) == (messages, "foreign system prompt")

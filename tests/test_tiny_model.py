@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
-from verl_thinkprune.reward_manager import last_boxed_answer
+from verl_thinkprune.reward_manager import final_answer
 from verl_thinkprune.tiny import DATA_SOURCE, TinySettings, evaluate, tiny_model_dir, write_dataset
 from verl_thinkprune.tiny import model as tiny_model_module
 from verl_thinkprune.tiny.task import core_steps, random_problem, response
@@ -31,7 +31,7 @@ def test_core_steps_compute_the_answer_and_checks_only_repeat_it():
         steps = [s for s in re.split(r"[,.] ?", core_steps(problem)) if s]
         assert all(eval(left) == int(right) for left, right in (s.split("=") for s in steps))  # noqa: S307
         assert steps[-1].endswith(f"={problem.answer}")
-        assert last_boxed_answer(response(problem, rng.randint(0, 6), rng)) == str(problem.answer)
+        assert final_answer(response(problem, rng.randint(0, 6), rng)) == str(problem.answer)
 
 
 def test_responses_spread_around_the_first_limit(tiny_model):
@@ -44,16 +44,19 @@ def test_responses_spread_around_the_first_limit(tiny_model):
 
 
 def test_dataset_loads_in_verl(tmp_path, tiny_model):
-    train, val = write_dataset(tmp_path, num_train=16, num_val=4)
+    paths = write_dataset(tmp_path, num_train=16, num_val=4, num_test=8)
+    train, val = paths["train"], paths["val"]
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     config = OmegaConf.create({"max_prompt_length": 32, "prompt_key": "prompt", "filter_overlong_prompts": True})
     dataset = RLHFDataset(data_files=[str(train)], tokenizer=tokenizer, config=config)
     row = dataset[0]
 
     assert len(dataset) == 16 and len(RLHFDataset([str(val)], tokenizer, config)) == 4
+    assert len(RLHFDataset([str(paths["test"])], tokenizer, config)) == 8
     assert row["data_source"] == DATA_SOURCE
     assert row["raw_prompt"][0]["role"] == "user" and row["raw_prompt"][0]["content"].startswith("What is ")
-    assert row["reward_model"]["ground_truth"] == str(eval(row["extra_info"]["question"]))  # noqa: S307
+    question = row["extra_info"]["problem"].removeprefix("What is ").removesuffix("?")
+    assert row["reward_model"]["ground_truth"] == str(eval(question))  # noqa: S307
 
 
 def test_warm_started_model_is_right_and_thinks_past_the_limit(tiny_model):

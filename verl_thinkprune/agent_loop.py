@@ -3,53 +3,86 @@
 Registered in verl's agent-loop registry as "thinkprune"; ``+reward_manager=thinkprune`` makes it the default
 (``actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent`` turns it off). Per sample it
 - asks the rollout server for at most L new tokens (``max_tokens``; vLLM, SGLang and the CPU server honour it),
-- records in the agent loop's extra_fields whether generation was cut off at L (``truncated``, which the reward
-  manager reads instead of guessing from the padded response),
-- with ``reward.reward_kwargs.add_length_prompt=true``, adds ThinkPrune's length system prompt to rows without a
-  system message.
+- records in the agent loop's extra_fields how generation ended (``truncated``) and the limit the sample must be
+  scored at (``token_limit``), which the reward manager reads instead of guessing from the tokens,
+- makes the prompt state L: ThinkPrune's length system prompt is added to rows without a system message, and a
+  length prompt written for another limit (data prepared for another round) is restated for L.
 L is ``reward.reward_kwargs.token_limit`` (default ``actor_rollout_ref.rollout.response_length``): the reward and the
-rollout share one limit.
+rollout share one limit. The hook's own settings live under ``actor_rollout_ref.rollout.custom.thinkprune``
+(``HookSettings``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
+from omegaconf import DictConfig
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 from verl.workers.rollout.replica import TokenOutput
 
 from verl_thinkprune import reward_manager  # the module, not its names: verl's plugin may load this file first
-from verl_thinkprune.prompts import length_system_prompt
+from verl_thinkprune.prompts import state_limit
 
 logger = logging.getLogger(__name__)
 
 AGENT_LOOP_NAME = "thinkprune"
-UNFINISHED_STOP_REASONS = frozenset({"length", "aborted", "abort"})
-"""Stop reasons that mean generation was cut off (SGLang and verl's resuming client say "length"; vLLM's server
-reports both an EOS and a length stop as "completed", so the tokens decide there)."""
+DEPRECATED_LENGTH_PROMPT_KEY = "add_length_prompt"
+"""Under reward.reward_kwargs until 0.1: read with a deprecation warning."""
+
+VALIDATION_FIELD = "thinkprune_validation"
+"""A sample's field set by ThinkPrune's agent-loop manager (verl_thinkprune.rollout_manager): verl does not tell
+AgentLoopBase.run whether it generates for validation."""
 
 
-def generation_truncated(
-    token_ids: Sequence[int], max_tokens: int, eos_ids: Iterable[int], stop_reason: str | None
-) -> bool:
-    """Whether generation was cut off rather than finished.
+@dataclass(frozen=True)
+class HookSettings:
+    """The rollout hook's knobs, ``actor_rollout_ref.rollout.custom.thinkprune.<name>`` (null: the default here)."""
 
-    Finished: the last token is an EOS token (servers keep the stop token). Otherwise cut off when the server says
-    so or when the budget is used up. A response that stops early without EOS (a stop string) counts as finished.
-    """
-    if token_ids and token_ids[-1] in set(eos_ids):
-        return False
-    return stop_reason in UNFINISHED_STOP_REASONS or len(token_ids) >= max_tokens
+    length_prompt: bool = True
+    """Every prompt states L in ThinkPrune's length system prompt; false leaves prompts exactly as the data has them."""
+    unlimited_validation: bool = False
+    """Validation generates up to rollout.response_length and is scored there, so that checkpoint selection sees
+    accuracy that a limit would hide (training is still generated and scored at L)."""
+
+    @classmethod
+    def from_config(cls, config: DictConfig) -> HookSettings:
+        custom = dict((config.actor_rollout_ref.rollout.get("custom") or {}).get("thinkprune") or {})
+        known = {field.name for field in fields(cls)}
+        if unknown := sorted(set(custom) - known):
+            raise ValueError(f"actor_rollout_ref.rollout.custom.thinkprune has no {unknown}; known: {sorted(known)}")
+        deprecated = (config.reward.get("reward_kwargs") or {}).get(DEPRECATED_LENGTH_PROMPT_KEY)
+        if deprecated is not None and custom.get("length_prompt") is None:
+            _warn_once(
+                f"reward.reward_kwargs.{DEPRECATED_LENGTH_PROMPT_KEY} is deprecated: "
+                "use actor_rollout_ref.rollout.custom.thinkprune.length_prompt"
+            )
+            custom["length_prompt"] = deprecated
+        return cls(**{name: bool(value) for name, value in custom.items() if value is not None})
 
 
-def with_length_prompt(messages: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """The messages, led by ThinkPrune's length system prompt unless they have a system message already."""
-    if any(message.get("role") == "system" for message in messages):
-        return list(messages)
-    return [{"role": "system", "content": length_system_prompt(limit)}, *messages]
+_warned: set[str] = set()
+_foreign_system_prompts = 0
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning("verl-thinkprune: %s", message)
+
+
+def _count_foreign_system_prompt() -> None:
+    """Logged at 1, 10, 100, ... prompts: a system prompt of the user's own is kept, so L is not stated there."""
+    global _foreign_system_prompts
+    _foreign_system_prompts += 1
+    if str(_foreign_system_prompts).strip("0") == "1":
+        logger.warning(
+            "verl-thinkprune: %d prompt(s) so far have a system message that is not ThinkPrune's length prompt; "
+            "left unchanged, so they do not state the limit",
+            _foreign_system_prompts,
+        )
 
 
 class _GenerationRecorder:
@@ -67,34 +100,27 @@ class _GenerationRecorder:
         return getattr(self.client, name)
 
 
-_EOS_IDS: dict[str | None, frozenset[int]] = {}
-"""EOS ids per model path: an agent loop is built per sample, the generation config is read once per process."""
-
-
 @register(AGENT_LOOP_NAME)
 class ThinkPruneAgentLoop(SingleTurnAgentLoop):
-    """Single-turn generation capped at L, with each sample's truncation marked explicitly."""
+    """Single-turn generation capped at L, with each sample's truncation and scoring limit marked explicitly."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.token_limit = reward_manager.token_limit(self.config)
-        reward_kwargs = self.config.reward.get("reward_kwargs") or {}
-        self.add_length_prompt = bool(reward_kwargs.get("add_length_prompt", False))
-        model_path = self.config.actor_rollout_ref.model.get("path")
-        if model_path not in _EOS_IDS:
-            _EOS_IDS[model_path] = frozenset(reward_manager.eos_token_ids(self.tokenizer, model_path))
-        self.eos_ids = _EOS_IDS[model_path]
-        if not self.eos_ids:
-            raise ValueError("ThinkPrune needs an EOS token id to tell finished responses from truncated ones")
+        self.token_limit, self.eos_ids = reward_manager.limit_and_eos_ids(self.config, self.tokenizer)
+        self.settings = HookSettings.from_config(self.config)
         self.server_manager = _GenerationRecorder(self.server_manager)
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
-        sampling_params = {**sampling_params, "max_tokens": self.token_limit}
-        if self.add_length_prompt:
-            kwargs["raw_prompt"] = with_length_prompt(kwargs["raw_prompt"], self.token_limit)
-        output = await super().run(sampling_params, **kwargs)
+        unlimited = self.settings.unlimited_validation and bool(kwargs.pop(VALIDATION_FIELD, False))
+        limit = self.response_length if unlimited else self.token_limit
+        if self.settings.length_prompt:
+            kwargs["raw_prompt"], change = state_limit(kwargs["raw_prompt"], self.token_limit)
+            if change == "foreign system prompt":
+                _count_foreign_system_prompt()
+        output = await super().run({**sampling_params, "max_tokens": limit}, **kwargs)
         generated = self.server_manager.last
-        output.extra_fields[reward_manager.TRUNCATED_FIELD] = generation_truncated(
-            generated.token_ids, self.token_limit, self.eos_ids, generated.stop_reason
+        output.extra_fields[reward_manager.TRUNCATED_FIELD] = reward_manager.is_truncated(
+            generated.token_ids, limit, self.eos_ids, stop_reason=generated.stop_reason
         )
+        output.extra_fields[reward_manager.LIMIT_FIELD] = limit
         return output

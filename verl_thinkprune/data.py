@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verl_thinkprune.prompts import USER_PROMPT_SUFFIXES, length_system_prompt, user_prompt
+from verl_thinkprune.presentation import one_line
+from verl_thinkprune.prompts import USER_PROMPT_SUFFIXES, thinkprune_messages
 
 EURUS_SUFFIX = "\n\nPresent the answer in LaTex format: \\boxed{Your answer}"
 """Appended to every Eurus-2-RL-Data problem; the official ThinkPrune preprocessing strips it."""
@@ -120,14 +121,6 @@ def verl_row(problem: str, answer: str, data_source: str, split: str, index: int
     }
 
 
-def prompt_messages(problem: str, token_limit: int | None, model_family: str) -> list[dict[str, str]]:
-    """The user prompt with the family's suffix, after the length system prompt when a limit is given."""
-    messages = [{"role": "user", "content": user_prompt(problem, model_family)}]
-    if token_limit is not None:
-        messages.insert(0, {"role": "system", "content": length_system_prompt(token_limit)})
-    return messages
-
-
 def convert(
     records: Iterable[dict[str, Any]],
     source: Source,
@@ -152,7 +145,7 @@ def convert(
             reason = "duplicate"
         else:
             seen.add(key)
-            messages = prompt_messages(problem, token_limit, model_family)
+            messages = thinkprune_messages(problem, token_limit, model_family)
             yield verl_row(problem, answer, data_source, source.verl_split, summary.kept, messages)
             summary.kept += 1
             continue
@@ -207,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m verl_thinkprune.data",
         description="Write ThinkPrune's training and evaluation sets as verl parquet files, one per source.",
         epilog=f"Sources: {source_list()}. Example: python -m verl_thinkprune.data eurus aime --token-limit 4000 "
-        "--out-dir data/length4000 --input aime=../shared/data/aime22_23_24.parquet --keep aime=AIME22,AIME23",
+        "--out-dir data/thinkprune --input aime=/path/to/aime22_23_24.parquet --keep aime=AIME22,AIME23 "
+        "(recipes/prepare_thinkprune_data.sh writes the paper's training, selection and test sets).",
     )
     parser.add_argument("sources", nargs="+", choices=sorted(SOURCES), help="what to convert")
     parser.add_argument("--out-dir", type=Path, required=True, help="writes <source>.parquet here")
@@ -218,15 +212,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--token-limit", type=int, help="L: adds the length system prompt (omit for evaluation sets)")
     parser.add_argument("--model-family", default="deepseek", choices=sorted(USER_PROMPT_SUFFIXES))
     args = parser.parse_args(argv)
+    if args.token_limit is not None and args.token_limit <= 0:
+        parser.error(f"--token-limit must be a positive number of tokens, got {args.token_limit}")
     try:
         inputs = parse_inputs(args.input)
         keeps = {name: tuple(values.split(",")) for name, values in (k.split("=", 1) for k in args.keep)}
     except (argparse.ArgumentTypeError, ValueError) as error:
         parser.error(str(error))
     for name in args.sources:
-        path, summary = prepare(
-            name, args.out_dir, inputs.get(name), args.token_limit, args.model_family, keeps.get(name, ())
-        )
+        try:
+            path, summary = prepare(
+                name, args.out_dir, inputs.get(name), args.token_limit, args.model_family, keeps.get(name, ())
+            )
+        except Exception as error:  # no usable rows, an unreadable file, a hub dataset that cannot be had
+            parser.exit(1, f"{parser.prog}: {name}: {one_line(error)}\n")
         print(f"{summary} -> {path}")
 
 

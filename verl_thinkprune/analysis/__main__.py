@@ -1,15 +1,22 @@
-"""Command line: ``python -m verl_thinkprune.analysis {keywords,plots,perplexity,judge} RUN ...``."""
+"""Command line: ``python -m verl_thinkprune.analysis {keywords,plots,perplexity,judge} RUN ...``.
+
+Bad input (a path that is not an evaluation run, a reference model that does not load, a judge that answers nothing,
+the judge's optional client missing) ends with one ``error:`` line and exit status 1, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
+from verl_thinkprune.analysis import AnalysisError, one_line
 from verl_thinkprune.analysis.runs import Run, budget_runs, parse_run
 
 RUN_HELP = "evaluation run directories, as LABEL=DIR or DIR (e.g. original=eval/base pruned=eval/round3)"
+JUDGE_EXTRA = "verl-thinkprune[judge]"
 
 
 def keywords(args: argparse.Namespace) -> dict:
@@ -43,33 +50,46 @@ def plots(args: argparse.Namespace) -> dict:
 
 
 def overall_point(run: Run) -> tuple[str, float, float]:
-    overall = run.results["results"]["overall"]
+    overall = run.overall
     return run.label, overall["mean_length"], overall["pass@1"]
 
 
 def perplexity(args: argparse.Namespace) -> dict:
-    from verl_thinkprune.analysis.perplexity import ReferenceModel, reasoning_perplexity
+    from verl_thinkprune.analysis.perplexity import ReferenceModel, perplexity_table, reasoning_perplexity
 
     reference = ReferenceModel(args.reference_model, args.device)
     report = {run.label: reasoning_perplexity(reference, run.records, args.max_responses) for run in args.runs}
-    print("| run | reasoning perplexity | tokens | responses |\n| --- | ---: | ---: | ---: |")
-    for label, row in report.items():
-        print(f"| {label} | {row['perplexity']:.3f} | {row['tokens']} | {row['responses']} |")
+    print(perplexity_table(report))
     return report
 
 
 def judge(args: argparse.Namespace) -> dict:
-    from verl_thinkprune.analysis.judge import BEHAVIOURS, OTHER, JudgeClient, behaviour_breakdown
+    """The breakdown per run; a run whose every request failed stops the command (a wrong URL, model or key)."""
+    try:
+        from verl_thinkprune.analysis.judge import JudgeClient, behaviour_breakdown, behaviour_table
+    except ModuleNotFoundError as error:
+        if error.name != "openai":
+            raise
+        raise AnalysisError(f"the judge needs the openai client: pip install '{JUDGE_EXTRA}'") from None
+    if args.retries < 0 or args.timeout <= 0 or args.concurrency < 1:
+        raise AnalysisError("--retries must be at least 0, --timeout above 0 and --concurrency at least 1")
 
     client = JudgeClient(args.base_url, args.model, os.environ.get(args.api_key_env), args.timeout, args.retries)
-    report = {
-        run.label: behaviour_breakdown(client, run.records, args.max_problems, args.concurrency) for run in args.runs
-    }
-    labels = list(report)
-    print("| behaviour (share of steps) | " + " | ".join(labels) + " |\n| --- |" + " ---: |" * len(labels))
-    for behaviour in (*BEHAVIOURS, OTHER):
-        shares = [report[label]["fractions"].get(behaviour, 0.0) for label in labels]
-        print(f"| {behaviour} | " + " | ".join(f"{100 * share:.1f}%" for share in shares) + " |")
+    report = {}
+    for run in args.runs:
+        row = report[run.label] = behaviour_breakdown(client, run.records, args.max_problems, args.concurrency)
+        if row["failed"] and not row["judged"]:
+            raise AnalysisError(
+                f"the judge at {args.base_url} answered none of the {row['failed']} requests for {run.label}: "
+                f"{row['first_failure']}"
+            )
+        if row["failed"]:
+            print(
+                f"warning: {row['failed']} of {row['judged'] + row['failed']} judge requests for {run.label} failed "
+                f"(first: {row['first_failure']})",
+                file=sys.stderr,
+            )
+    print(behaviour_table(report))
     print("judged/failed: " + ", ".join(f"{k} {v['judged']}/{v['failed']}" for k, v in report.items()))
     return report
 
@@ -90,33 +110,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=plots)
 
     sub = commands.add_parser("perplexity", help="perplexity of the reasoning under a reference model")
-    sub.add_argument("--reference-model", type=Path, required=True, help="a Hugging Face model directory")
+    sub.add_argument("--reference-model", required=True, help="a Hugging Face model directory or hub model id")
     sub.add_argument("--max-responses", type=int, help="score at most this many responses per run")
     sub.add_argument("--device", default="cpu")
     sub.set_defaults(handler=perplexity)
 
-    sub = commands.add_parser("judge", help="reasoning-behaviour breakdown by an LLM judge (OpenAI-compatible API)")
+    sub = commands.add_parser(
+        "judge", help=f"reasoning-behaviour breakdown by an LLM judge (OpenAI-compatible API; needs {JUDGE_EXTRA})"
+    )
     sub.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1 (a vLLM server)")
     sub.add_argument("--model", required=True, help="the judge model's name on that server")
     sub.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     sub.add_argument("--max-problems", type=int, default=100, help="problems judged per run (one reasoning each)")
     sub.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     sub.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
-    sub.add_argument("--retries", type=int, default=3)
+    sub.add_argument("--retries", type=int, default=3, help="retries per request (connection errors, 429, 5xx)")
     sub.set_defaults(handler=judge)
 
     for sub in commands.choices.values():
-        sub.add_argument("runs", nargs="+", type=parse_run, help=RUN_HELP)
+        # Strings here, Runs in analyze: argparse would turn a bad path into a usage dump without the reason.
+        sub.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
     return parser
 
 
 def analyze(argv: list[str] | None = None) -> dict:
-    """Run one analysis from command-line arguments; returns its report (also written with --json)."""
+    """Run one analysis from command-line arguments; returns its report (also written with --json).
+
+    Bad input raises SystemExit with one ``error:`` line (printed by the interpreter, exit status 1).
+    """
     args = build_parser().parse_args(argv)
-    report = args.handler(args)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    try:
+        args.runs = [parse_run(spec) for spec in args.runs]
+        report = args.handler(args)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2))
+    except AnalysisError as error:
+        raise SystemExit(f"error: {error}") from None
+    except OSError as error:  # an output path that cannot be written, a file that cannot be read
+        raise SystemExit(f"error: {one_line(error)}") from None
     return report
 
 

@@ -2,24 +2,27 @@
 
 As in the paper, the judge splits one finished reasoning per problem into phases (steps are separated by blank lines)
 and names each with one of ten behaviours; a behaviour's share is the share of steps that its phases cover.
+
+Requests go through the maintained openai client (timeouts, retries, Retry-After, any compatible server), an optional
+extra (``pip install 'verl-thinkprune[judge]'``) because nothing else in the project needs it.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import re
-import time
-import urllib.error
-import urllib.request
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
+import openai
+
+from verl_thinkprune.analysis import one_line
 from verl_thinkprune.analysis.perplexity import reasoning_part
 from verl_thinkprune.budget_forcing import THINK_END
+from verl_thinkprune.presentation import markdown_table
 
 BEHAVIOURS = (
     "Understanding the Problem",
@@ -53,49 +56,42 @@ Problem:
 Solution:
 {solution}"""
 
-RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+NO_API_KEY = "EMPTY"
+"""Sent when no key is set: the openai client needs one, and servers started without a key (vLLM) ignore it."""
+CONNECT_TIMEOUT_S = 10.0
+"""Seconds to open a connection: a wrong address fails in seconds, however long a reply may take to generate."""
+UNREACHABLE = "not sent: the endpoint was unreachable"
 
 
-@dataclass(frozen=True)
 class JudgeClient:
-    """Chat completions over HTTP with the standard library: timeouts, bounded retries with backoff."""
+    """A judge model behind an OpenAI-compatible endpoint, through the openai client (its timeouts, its bounded
+    retries with backoff on connection errors, 408, 409, 429 and 5xx, honouring Retry-After)."""
 
-    base_url: str
-    """e.g. http://127.0.0.1:8000/v1"""
-    model: str
-    api_key: str | None = None
-    timeout: float = 300.0
-    retries: int = 3
-    backoff: float = 2.0
-    max_tokens: int = 4096
+    def __init__(
+        self, base_url: str, model: str, api_key: str | None, timeout: float, retries: int, max_tokens: int = 4096
+    ):
+        self.model = model
+        self.max_tokens = max_tokens
+        self.client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or NO_API_KEY,  # never $OPENAI_API_KEY implicitly: it is not for a third-party endpoint
+            timeout=openai.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S)),
+            max_retries=retries,
+        )
 
     def complete(self, prompt: str) -> str:
-        """The reply to one user message at temperature 0; raises after the last retry fails."""
-        body = json.dumps(
-            {
-                "model": self.model,
-                "messages": [{"role": "user", "content": prompt}],
-                "temperature": 0.0,
-                "max_tokens": self.max_tokens,
-            }
-        ).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        url = self.base_url.rstrip("/") + "/chat/completions"
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())["choices"][0]["message"]["content"]
-            except urllib.error.HTTPError as error:
-                if error.code not in RETRYABLE_STATUS or attempt == self.retries:
-                    raise
-            except (urllib.error.URLError, TimeoutError, ConnectionError):
-                if attempt == self.retries:
-                    raise
-            time.sleep(self.backoff * 2**attempt)
-        raise AssertionError("unreachable")
+        """The reply to one user message at temperature 0; raises openai.OpenAIError after the last retry fails, and
+        ValueError for a reply without a message."""
+        completion = self.client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "user", "content": prompt}],
+            temperature=0.0,
+            max_tokens=self.max_tokens,
+        )
+        message = completion.choices[0].message if completion.choices else None
+        if message is None or message.content is None:
+            raise ValueError(f"a reply without a message: {completion}")
+        return message.content
 
 
 def judge_prompt(problem: str, reasoning: str) -> str:
@@ -156,26 +152,50 @@ def judged_reasoning(records: Iterable[dict[str, Any]], max_problems: int | None
 
 
 def behaviour_breakdown(
-    client: JudgeClient, records: Iterable[dict[str, Any]], max_problems: int | None = None, concurrency: int = 4
+    client: JudgeClient, records: Iterable[dict[str, Any]], max_problems: int | None, concurrency: int
 ) -> dict[str, Any]:
-    """Steps per behaviour and their fractions over one run; requests that fail after retries count as failed."""
+    """Steps per behaviour and their fractions over one run. A request that fails after the client's retries counts
+    as failed; once the endpoint proved unreachable before answering anything, the rest are not sent (a wrong base
+    URL fails in seconds, not once per problem)."""
     items = judged_reasoning(records, max_problems)
+    answered, unreachable = threading.Event(), threading.Event()
 
-    def judge(item: tuple[str, str]) -> Counter | None:
+    def judge(item: tuple[str, str]) -> Counter | str:
+        """The steps per behaviour, or why there are none."""
+        if unreachable.is_set() and not answered.is_set():
+            return UNREACHABLE
         try:
-            return behaviour_steps(client.complete(judge_prompt(*item)), item[1])
-        except (urllib.error.URLError, TimeoutError, ConnectionError, KeyError, ValueError):
-            return None
+            reply = client.complete(judge_prompt(*item))
+        except openai.APIConnectionError as error:  # timeouts included
+            unreachable.set()
+            return one_line(error) + (f" ({one_line(error.__cause__)})" if error.__cause__ else "")
+        except (openai.OpenAIError, ValueError) as error:
+            return one_line(error)
+        answered.set()
+        return behaviour_steps(reply, item[1])
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         results = list(pool.map(judge, items))
+    failures = [result for result in results if isinstance(result, str)]
     counts: Counter = Counter()
     for result in results:
-        counts.update(result or {})
+        if isinstance(result, Counter):
+            counts.update(result)
     total = sum(counts.values())
     return {
-        "judged": sum(r is not None for r in results),
-        "failed": sum(r is None for r in results),
+        "judged": len(results) - len(failures),
+        "failed": len(failures),
+        "first_failure": failures[0] if failures else None,
         "steps": {b: counts[b] for b in (*BEHAVIOURS, OTHER) if counts[b]},
         "fractions": {b: counts[b] / total for b in (*BEHAVIOURS, OTHER) if counts[b]},
     }
+
+
+def behaviour_table(report: dict[str, dict[str, Any]]) -> str:
+    """A markdown table: one row per behaviour, one column per run, the share of its steps."""
+    labels = list(report)
+    rows = [
+        [behaviour, *(f"{100 * report[label]['fractions'].get(behaviour, 0.0):.1f}%" for label in labels)]
+        for behaviour in (*BEHAVIOURS, OTHER)
+    ]
+    return markdown_table(["behaviour (share of steps)", *labels], rows)

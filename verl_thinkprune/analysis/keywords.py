@@ -6,6 +6,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from verl_thinkprune.presentation import markdown_table
+
 HESITATION_KEYWORDS = (
     "Wait",
     "But wait",
@@ -39,8 +41,6 @@ def keyword_rates(records: Iterable[dict[str, Any]], keywords: Sequence[str] = H
 def keyword_table(rates: dict[str, dict[str, float]]) -> str:
     """A markdown table: one row per keyword, one column per run (e.g. before and after pruning)."""
     labels = list(rates)
-    lines = ["| per 1,000 tokens | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
     keywords = next(iter(rates.values()), {})
-    for keyword in keywords:
-        lines.append(f"| {keyword} | " + " | ".join(f"{rates[label][keyword]:.2f}" for label in labels) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[keyword, *(f"{rates[label][keyword]:.2f}" for label in labels)] for keyword in keywords]
+    return markdown_table(["per 1,000 tokens", *labels], rows)

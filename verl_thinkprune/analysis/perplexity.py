@@ -7,7 +7,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from verl_thinkprune.analysis import AnalysisError, one_line
 from verl_thinkprune.budget_forcing import THINK_END
+from verl_thinkprune.presentation import markdown_table
 
 
 def reasoning_part(response: str) -> str:
@@ -16,14 +18,23 @@ def reasoning_part(response: str) -> str:
 
 
 class ReferenceModel:
-    """A causal LM that scores text given the prompt it answered."""
+    """A causal LM that scores text given the prompt it answered: a local model directory or a hub model id."""
 
-    def __init__(self, model_dir: Path, device: str = "cpu"):
+    def __init__(self, model: str | Path, device: str = "cpu"):
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if not Path(model).exists():
+            try:
+                validate_repo_id(str(model))
+            except HFValidationError:  # a path, not a hub id: transformers would only say the id is malformed
+                raise AnalysisError(f"no reference model directory at {model}") from None
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype="auto").to(device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(model)  # after the model: its error names what is missing
+        except (OSError, ValueError) as error:
+            raise AnalysisError(f"cannot load the reference model {model}: {one_line(error)}") from error
         self.device = device
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").to(device).eval()
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
 
     def negative_log_likelihood(self, messages: list[dict[str, str]], text: str) -> tuple[float, int]:
@@ -58,3 +69,9 @@ def reasoning_perplexity(
             total, tokens, responses = total + nll, tokens + count, responses + 1
     value = math.exp(total / tokens) if tokens else float("nan")
     return {"perplexity": value, "tokens": tokens, "responses": responses}
+
+
+def perplexity_table(report: dict[str, dict[str, float]]) -> str:
+    """A markdown table: one row per run."""
+    rows = [[label, f"{row['perplexity']:.3f}", row["tokens"], row["responses"]] for label, row in report.items()]
+    return markdown_table(["run", "reasoning perplexity", "tokens", "responses"], rows)

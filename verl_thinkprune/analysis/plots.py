@@ -1,20 +1,25 @@
-"""PNG plots: response-length histograms per model or round, and accuracy against mean length."""
+"""PNG plots: response-length histograms per model or round, and accuracy against mean length.
+
+Figures are built with matplotlib's object API and written by the project's one saving helper: no pyplot state and no
+global backend switch, so importing this module changes nothing for a caller that draws on screen.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from verl_thinkprune.presentation import save_figure
+
+FIGURE_SIZE = (7, 4.5)
 
 
 def length_histograms(lengths: dict[str, Sequence[int]], path: Path, bins: int = 40) -> Figure:
     """One translucent histogram per model or round, on shared bins, so the shift to shorter answers shows."""
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure = Figure(figsize=FIGURE_SIZE)
+    axes = figure.subplots()
     everything = [length for values in lengths.values() for length in values] or [0, 1]
     low, high = min(everything), max(max(everything), min(everything) + 1)
     edges = [low + (high - low) * i / bins for i in range(bins + 1)]
@@ -24,12 +29,14 @@ def length_histograms(lengths: dict[str, Sequence[int]], path: Path, bins: int =
     axes.set_ylabel("responses")
     axes.set_title("Response lengths")
     axes.legend()
-    return save(figure, path)
+    save_figure(figure, path)
+    return figure
 
 
 def accuracy_vs_length(series: dict[str, Sequence[tuple[str, float, float]]], path: Path) -> Figure:
     """pass@1 against mean length: each series (ThinkPrune rounds, budget-forcing budgets) a labelled line."""
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure = Figure(figsize=FIGURE_SIZE)
+    axes = figure.subplots()
     for name, points in series.items():
         xs, ys = [p[1] for p in points], [100 * p[2] for p in points]
         axes.plot(xs, ys, marker="o", label=name)
@@ -39,13 +46,5 @@ def accuracy_vs_length(series: dict[str, Sequence[tuple[str, float, float]]], pa
     axes.set_ylabel("pass@1 (%)")
     axes.set_title("Accuracy against length")
     axes.legend()
-    return save(figure, path)
-
-
-def save(figure: Figure, path: Path) -> Figure:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
     return figure

@@ -9,19 +9,12 @@ from types import ModuleType
 import torch
 from verl.plugin.platform import PlatformBase, PlatformRegistry
 
-SUPPORTED_VERL = "0.9."
-"""verl releases this backend was written and tested for (0.9.1): it relies on a few of their internals."""
+from verl_thinkprune import require_supported_verl
 
 
 def check_verl_version() -> None:
-    """Fail at start-up, naming the versions, rather than break obscurely (or hang) inside verl later."""
-    import verl
-
-    if not verl.__version__.startswith(SUPPORTED_VERL):
-        raise RuntimeError(
-            f"verl-thinkprune's CPU backend supports verl {SUPPORTED_VERL}x, found verl {verl.__version__}: "
-            "install verl==0.9.1, or unset VERL_PLATFORM=cpu to run on GPUs"
-        )
+    """The backend relies on a few of verl's internals (engine registry, rollout adapters, process groups)."""
+    require_supported_verl("CPU backend", "unset VERL_PLATFORM=cpu to run on GPUs")
 
 
 class CPUDeviceModule(ModuleType):

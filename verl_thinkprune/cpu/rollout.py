@@ -4,15 +4,17 @@ verl's rollout is a server replica (vLLM, SGLang, TRT-LLM) that agent loops call
 in each trainer worker that pushes the actor's weights to it. This is the same pair for ``rollout.name=hf``:
 ``HFReplica`` starts one ``HFRolloutServer`` Ray actor per replica; ``HFServerAdapter`` sends it the full state
 dict on every weight update. Concurrent requests are generated together as one left-padded batch.
-Knobs, under ``actor_rollout_ref.rollout.engine_kwargs.hf``: ``num_threads`` (torch threads, default all cores)
-and ``max_batch_size`` (default 256; 1 generates one request at a time).
+Knobs, under ``actor_rollout_ref.rollout.engine_kwargs.hf`` (``HFGenerator``'s arguments): ``num_threads`` (torch
+threads; default torch's, from ``OMP_NUM_THREADS``, which ``+platform=cpu`` sets to 1), ``max_batch_size`` (default
+256; 1 generates one request at a time), ``batch_quiet_s`` and ``batch_max_wait_s`` (when a batch starts).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import inspect
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,40 +25,51 @@ from verl.utils.fs import copy_to_local
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
-logger = logging.getLogger(__name__)
+from verl_thinkprune import generation  # the module, not its names: verl's plugin may load this file first
 
 ROLLOUT_NAME = "hf"
-BATCH_WINDOW_S = 0.005
-"""How long the first request of a batch waits for the others the agent loops send at about the same time."""
+BATCH_QUIET_S = 0.03
+BATCH_MAX_WAIT_S = 1.0
+"""A batch starts once no request has arrived for BATCH_QUIET_S, or BATCH_MAX_WAIT_S after its first request: an
+agent-loop worker sends a step's requests one by one over a few hundred ms (a validation's over about a second), and
+a batch of 8 decodes in about the time of a batch of 64, so a lull, not the first request, should start it."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a request is one caller's
 class Request:
     prompt_ids: list[int]
     max_tokens: int
-    sampling: tuple[float, float, int, bool]  # temperature, top_p, top_k, logprobs: one batch shares these
+    sampling: generation.Sampling
+    log_probs: bool
     done: asyncio.Future = field(repr=False)
+
+    def batch_key(self) -> tuple[generation.Sampling, bool, int]:
+        """Requests generate together only when they share sampling, log-prob and length settings."""
+        return self.sampling, self.log_probs, self.max_tokens
 
 
 class HFGenerator:
-    """Batched sampling with a Hugging Face causal LM: requests that arrive together are generated together."""
+    """The server's generator: concurrent requests are batched into the generation core (verl_thinkprune.generation)."""
 
-    def __init__(self, model_path: str, max_batch_size: int = 256, num_threads: int | None = None) -> None:
-        from transformers import AutoModelForCausalLM
-
+    def __init__(
+        self,
+        model_path: str,
+        max_batch_size: int = 256,
+        num_threads: int | None = None,
+        batch_quiet_s: float = BATCH_QUIET_S,
+        batch_max_wait_s: float = BATCH_MAX_WAIT_S,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        torch.set_num_threads(num_threads or os.cpu_count() or 1)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-        generation_config = self.model.generation_config
-        eos = generation_config.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-        if not self.eos_ids:
-            raise ValueError(f"{model_path}: the generation config names no eos_token_id; generation would never stop")
-        pad = generation_config.pad_token_id
-        self.pad_id = pad if pad is not None else min(self.eos_ids)
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.batch_quiet_s, self.batch_max_wait_s = batch_quiet_s, batch_max_wait_s
+        # fp32, as the CPU backend's actor computes (see its fsdp mixed_precision in config/platform/cpu.yaml).
+        self.core = generation.TransformersGenerator(model_path, dtype=torch.float32)
+        self.model = self.core.model
         self.max_batch_size = max_batch_size
         self.pending: list[Request] = []
+        self.last_arrival = 0.0
         self.model_lock = asyncio.Lock()
         self.draining: asyncio.Task | None = None
 
@@ -64,25 +77,27 @@ class HFGenerator:
         """Queue one request and wait for the batch that carries it."""
         if not prompt_ids:
             raise ValueError("empty prompt")
-        sampling = (
-            float(sampling_params.get("temperature", 1.0) or 0.0),
-            float(sampling_params.get("top_p", 1.0) or 1.0),
-            int(sampling_params.get("top_k", -1) or -1),
-            bool(sampling_params.get("logprobs")),
+        sampling = generation.Sampling(
+            temperature=float(sampling_params.get("temperature", 1.0) or 0.0),
+            top_p=float(sampling_params.get("top_p", 1.0) or 1.0),
+            top_k=int(sampling_params.get("top_k", -1) or -1),
         )
-        request = Request(list(prompt_ids), max_tokens, sampling, asyncio.get_running_loop().create_future())
+        want_log_probs = bool(sampling_params.get("logprobs"))
+        request = Request(
+            list(prompt_ids), max_tokens, sampling, want_log_probs, asyncio.get_running_loop().create_future()
+        )
         self.pending.append(request)
+        self.last_arrival = time.monotonic()
         if self.draining is None or self.draining.done():
             self.draining = asyncio.create_task(self._drain())
         return await request.done
 
     async def _drain(self) -> None:
         """Generate queued requests, a batch of compatible ones at a time, until none are left."""
-        await asyncio.sleep(BATCH_WINDOW_S)
         while self.pending:
-            first = self.pending[0]
-            batch = [r for r in self.pending if (r.sampling, r.max_tokens) == (first.sampling, first.max_tokens)]
-            batch = batch[: self.max_batch_size]
+            await self._wait_for_arrivals()
+            key = self.pending[0].batch_key()
+            batch = [r for r in self.pending if r.batch_key() == key][: self.max_batch_size]
             self.pending = [r for r in self.pending if r not in batch]
             try:
                 async with self.model_lock:
@@ -94,45 +109,28 @@ class HFGenerator:
             for request, output in zip(batch, outputs, strict=True):
                 request.done.set_result(output)
 
-    @torch.no_grad()
+    async def _wait_for_arrivals(self) -> None:
+        """Until requests stop arriving (batch_quiet_s), at most batch_max_wait_s, or a full batch is queued."""
+        deadline = time.monotonic() + self.batch_max_wait_s
+        while len(self.pending) < self.max_batch_size:
+            wake = min(self.last_arrival + self.batch_quiet_s, deadline)
+            if wake <= time.monotonic():
+                return
+            await asyncio.sleep(wake - time.monotonic())
+
     def generate_batch(self, batch: list[Request]) -> list[TokenOutput]:
-        temperature, top_p, top_k, want_logprobs = batch[0].sampling
-        width = max(len(r.prompt_ids) for r in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for row, request in enumerate(batch):
-            input_ids[row, width - len(request.prompt_ids) :] = torch.tensor(request.prompt_ids)
-            attention_mask[row, width - len(request.prompt_ids) :] = 1
-        sampling = {"do_sample": False}
-        if temperature > 0:
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": max(top_k, 0)}
-        output = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=batch[0].max_tokens,
-            eos_token_id=sorted(self.eos_ids),
-            pad_token_id=self.pad_id,
-            return_dict_in_generate=True,
-            output_logits=want_logprobs,
-            **sampling,
+        first = batch[0]
+        completions = self.core.generate(
+            [r.prompt_ids for r in batch], first.max_tokens, first.sampling, log_probs=first.log_probs
         )
-        new_tokens = output.sequences[:, width:]
-        log_probs = None
-        if want_logprobs:  # of the sampling distribution before top-p/top-k, as verl's actor computes them
-            logits = torch.stack(output.logits, dim=1).float() / (temperature if temperature > 0 else 1.0)
-            log_probs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        results = []
-        for row in range(len(batch)):
-            token_ids = new_tokens[row].tolist()
-            end = next((i + 1 for i, token in enumerate(token_ids) if token in self.eos_ids), len(token_ids))
-            results.append(
-                TokenOutput(
-                    token_ids=token_ids[:end],
-                    log_probs=log_probs[row, :end].tolist() if log_probs is not None else None,
-                    stop_reason="completed" if token_ids[end - 1] in self.eos_ids else "length",
-                )
+        return [
+            TokenOutput(
+                token_ids=c.token_ids,
+                log_probs=c.log_probs,
+                stop_reason="completed" if c.finish == "eos" else "length",
             )
-        return results
+            for c in completions
+        ]
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
@@ -146,10 +144,12 @@ class HFRolloutServer:
     """The Ray actor verl's agent loops and replica talk to; its methods are the ones verl calls on vLLM's server."""
 
     def __init__(self, model_path: str, response_length: int, max_model_len: int, options: dict[str, Any]) -> None:
-        options = dict(options)
-        self.generator = HFGenerator(model_path, options.pop("max_batch_size", 256), options.pop("num_threads", None))
-        if options:
-            raise ValueError(f"unknown actor_rollout_ref.rollout.engine_kwargs.hf options: {sorted(options)}")
+        known = set(inspect.signature(HFGenerator).parameters) - {"model_path"}
+        if unknown := sorted(set(options) - known):
+            raise ValueError(
+                f"unknown actor_rollout_ref.rollout.engine_kwargs.hf options {unknown}; known: {sorted(known)}"
+            )
+        self.generator = HFGenerator(model_path, **options)
         self.response_length = response_length
         self.max_model_len = max_model_len
         self.global_steps: int | None = None

@@ -11,14 +11,16 @@ from verl_thinkprune.tiny import evaluate, prepare
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m verl_thinkprune.tiny", description=__doc__)
-    parser.add_argument("out_dir", type=Path, help="where data/train.parquet and data/val.parquet are written")
-    parser.add_argument("--num-train", type=int, default=512)
-    parser.add_argument("--num-val", type=int, default=64)
+    parser.add_argument("out_dir", type=Path, help="OUT_DIR/model links the cached model; OUT_DIR/data gets the data")
+    sizes = parser.add_argument_group("problems per split (defaults: verl_thinkprune.tiny.prepare's)")
+    for split in ("train", "val", "test"):
+        sizes.add_argument(f"--num-{split}", type=int, default=argparse.SUPPRESS, metavar="N")
     parser.add_argument("--evaluate", action="store_true", help="sample 128 problems x 4 at T=1 without a limit")
     args = parser.parse_args()
-    if args.num_train < 1 or args.num_val < 1:
-        parser.error("--num-train and --num-val must be positive")
-    paths = prepare(args.out_dir, args.num_train, args.num_val)
+    counts = {name: value for name, value in vars(args).items() if name.startswith("num_")}
+    if any(value < 1 for value in counts.values()):
+        parser.error("--num-train, --num-val and --num-test must be positive")
+    paths = prepare(args.out_dir, **counts)
     if args.evaluate:
         report = evaluate(Path(paths["model"]))
         lengths = sorted(report.pop("lengths"))

@@ -215,7 +215,7 @@ def evaluate(model_dir: Path, num_problems: int = 128, samples: int = 4, max_new
         )["input_ids"]
         for p in problems
     ]
-    completions = backend.generate(prompts, max_new_tokens)
+    completions = [completion.token_ids for completion in backend.generate(prompts, max_new_tokens)]
     correct = sum(
         response_score(backend.tokenizer.decode(ids, skip_special_tokens=True), problem.answer)
         for ids, problem in zip(completions, problems, strict=True)

@@ -62,30 +62,24 @@ def messages(problem: Problem) -> list[dict[str, str]]:
     return [{"role": "user", "content": problem.prompt}]
 
 
-def verl_row(problem: Problem, split: str, index: int) -> dict:
-    """One row in verl's RL dataset format (chat prompt, data_source, reward_model.ground_truth, extra_info)."""
-    return {
-        "data_source": DATA_SOURCE,
-        "prompt": messages(problem),
-        "ability": "math",
-        "reward_model": {"style": "rule", "ground_truth": str(problem.answer)},
-        "extra_info": {"split": split, "index": index, "question": problem.question},
-    }
-
-
-def write_dataset(out_dir: Path, num_train: int, num_val: int, seed: int = 0) -> tuple[Path, Path]:
-    """train.parquet and val.parquet in out_dir, with no problem in both."""
+def write_dataset(out_dir: Path, num_train: int, num_val: int, num_test: int = 0, seed: int = 0) -> dict[str, Path]:
+    """train.parquet, val.parquet and (when num_test > 0) test.parquet in out_dir, with no problem in two of them."""
     import pandas as pd
+
+    from verl_thinkprune.data import verl_row
 
     rng = random.Random(seed)
     problems: dict[Problem, None] = {}
-    while len(problems) < num_train + num_val:
+    while len(problems) < num_train + num_val + num_test:
         problems[random_problem(rng)] = None
     ordered = list(problems)
+    splits = {"train": ordered[:num_train], "val": ordered[num_train : num_train + num_val]}
+    if num_test:
+        splits["test"] = ordered[num_train + num_val :]
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for split, chunk in (("train", ordered[:num_train]), ("val", ordered[num_train:])):
-        path = out_dir / f"{split}.parquet"
-        pd.DataFrame([verl_row(p, split, i) for i, p in enumerate(chunk)]).to_parquet(path)
-        paths.append(path)
-    return paths[0], paths[1]
+    paths = {}
+    for split, chunk in splits.items():
+        rows = [verl_row(p.prompt, str(p.answer), DATA_SOURCE, split, i, messages(p)) for i, p in enumerate(chunk)]
+        paths[split] = out_dir / f"{split}.parquet"
+        pd.DataFrame(rows).to_parquet(paths[split])
+    return paths
