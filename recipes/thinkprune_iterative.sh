@@ -4,7 +4,7 @@
 # shortest mean length); the start model and every round's output are then evaluated the paper's way on a held-out
 # test set. Re-run the same command to continue after an interruption.
 #   bash recipes/thinkprune_iterative.sh [Hydra overrides for every round...]
-# No GPU: the tiny built-in model on CPU (three rounds, minutes). GPUs: the paper's setup (recipes/settings.sh), on
+# No GPU: the tiny built-in model on CPU (two rounds, minutes). GPUs: the paper's setup (recipes/settings.sh), on
 # data written by recipes/prepare_thinkprune_data.sh. Multi-node: start Ray on the nodes, keep RUN_DIR and the data
 # on storage every node sees, export RAY_ADDRESS=http://<head>:8265: each step then runs as a Ray job.
 set -euo pipefail

@@ -27,7 +27,7 @@ from verl_thinkprune.selection import read_validations, select_checkpoint
 
 pytestmark = pytest.mark.slow
 
-SCHEDULE = (96, 72, 56)
+SCHEDULE, SAVE_FREQ = (80, 48), 8  # recipes/settings.sh's CPU defaults
 TIMEOUT_S = 2400
 
 
@@ -95,10 +95,10 @@ def interrupted_run(tmp_path_factory) -> dict:
 
     def round1_checkpointed() -> bool:
         state = first.state()
-        return 4 in state.saved_steps and 4 in state.validations
+        return SAVE_FREQ in state.saved_steps and SAVE_FREQ in state.validations
 
     assert recipe.run(until=round1_checkpointed) is None, recipe.console_log().read_text()[-6000:]
-    dump_before = (first.validations / "4.jsonl").stat().st_mtime_ns
+    dump_before = (first.validations / f"{SAVE_FREQ}.jsonl").stat().st_mtime_ns
     assert recipe.run(until=lambda: second.progress().total_steps is not None) is None
     round1_record = first.record.stat().st_mtime_ns
     start_evaluation = (run_dir / "evaluation" / "start_model" / "results.json").stat().st_mtime_ns
@@ -109,7 +109,7 @@ def interrupted_run(tmp_path_factory) -> dict:
         "returncode": returncode,
         "console": recipe.console_log().read_text(),
         "last_attempt_s": time.monotonic() - start,
-        "dump_kept": (first.validations / "4.jsonl").stat().st_mtime_ns == dump_before,
+        "dump_kept": (first.validations / f"{SAVE_FREQ}.jsonl").stat().st_mtime_ns == dump_before,
         "round1_untouched": first.record.stat().st_mtime_ns == round1_record,
         "start_evaluation_kept": (run_dir / "evaluation" / "start_model" / "results.json").stat().st_mtime_ns
         == start_evaluation,
@@ -128,7 +128,7 @@ def test_interrupted_round_resumed_from_its_latest_checkpoint(interrupted_run):
     assert len(attempts) == 2, "killed once, resumed once"
     resumed = [json.loads(line) for line in attempts[1].read_text().splitlines()]
     retrained = {m["step"] for m in resumed if "actor/pg_loss" in m["data"]}
-    assert retrained and min(retrained) == 5, "the resumed attempt trains from step 5"
+    assert retrained and min(retrained) == SAVE_FREQ + 1, "the resumed attempt trains on from its checkpoint"
     assert interrupted_run["dump_kept"], "a complete validation dump is not redone on resume"
 
 
@@ -157,7 +157,7 @@ def test_report_leads_with_every_model_measured_on_the_held_out_test_set(interru
     run_dir = interrupted_run["run_dir"]
     report = json.loads((run_dir / "report.json").read_text())
     models = report["evaluation"]["models"]
-    assert [m["label"] for m in models] == ["start model", "round 1 output", "round 2 output", "round 3 output"]
+    assert [m["label"] for m in models] == ["start model"] + [f"round {t} output" for t in range(1, len(SCHEDULE) + 1)]
     assert [m["limit"] for m in models] == [None, *SCHEDULE]
     assert all(m["samples"] == m["problems"] * 4 for m in models), "EVAL_SAMPLES=4 on the tiny test set"
     assert models[-1]["mean_length"] < models[0]["mean_length"], "the pruned model answers in fewer tokens"
@@ -172,6 +172,10 @@ def test_the_default_console_is_short_and_shows_progress_without_verls_output(in
     lines = console.splitlines()
     assert len(lines) < 60, console
     assert "actor_rollout_ref" not in console and "Training Progress" not in console, "verl's output is in the logs"
-    assert "[thinkprune] round 3/3: L=56 from " in console and "round 3/3 (L=56):" in console
-    assert "[thinkprune] round 3: selected step" in console or "[thinkprune] round 3: kept the start model" in console
+    last, limit = len(SCHEDULE), SCHEDULE[-1]
+    assert (
+        f"[thinkprune] round {last}/{last}: L={limit} from " in console
+        and f"round {last}/{last} (L={limit}):" in console
+    )
+    assert f"[thinkprune] round {last}: selected step" in console or f"round {last}: kept the start model" in console
     assert lines[-2].startswith("[thinkprune] done: test set: mean length")

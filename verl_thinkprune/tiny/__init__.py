@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verl_thinkprune.tiny.model import TinySettings, evaluate, tiny_model_dir
+from verl_thinkprune.tiny.model import TinySettings, tiny_model_dir
 from verl_thinkprune.tiny.task import DATA_SOURCE, write_dataset
 
-__all__ = ["DATA_SOURCE", "TinySettings", "evaluate", "prepare", "tiny_model_dir", "write_dataset"]
+__all__ = ["DATA_SOURCE", "TinySettings", "prepare", "tiny_model_dir", "write_dataset"]
 
 
 def prepare(

@@ -1,4 +1,8 @@
-"""Build the tiny model (cached) and the tiny task's data; print the paths for main_ppo (and optionally evaluate)."""
+"""Build the tiny model (cached) and the tiny task's data; print the paths for main_ppo.
+
+Measure the model with the project's evaluation: ``python -m verl_thinkprune.evaluation --model OUT_DIR/model
+--data OUT_DIR/data/test.parquet --out-dir EVAL_DIR --backend transformers --max-new-tokens 224``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from verl_thinkprune.tiny import evaluate, prepare
+from verl_thinkprune.tiny import prepare
 
 
 def main() -> None:
@@ -15,17 +19,11 @@ def main() -> None:
     sizes = parser.add_argument_group("problems per split (defaults: verl_thinkprune.tiny.prepare's)")
     for split in ("train", "val", "test"):
         sizes.add_argument(f"--num-{split}", type=int, default=argparse.SUPPRESS, metavar="N")
-    parser.add_argument("--evaluate", action="store_true", help="sample 128 problems x 4 at T=1 without a limit")
     args = parser.parse_args()
     counts = {name: value for name, value in vars(args).items() if name.startswith("num_")}
     if any(value < 1 for value in counts.values()):
         parser.error("--num-train, --num-val and --num-test must be positive")
-    paths = prepare(args.out_dir, **counts)
-    if args.evaluate:
-        report = evaluate(Path(paths["model"]))
-        lengths = sorted(report.pop("lengths"))
-        paths["evaluation"] = {**report, "min_length": lengths[0], "max_length": lengths[-1]}
-    print(json.dumps(paths, indent=2))
+    print(json.dumps(prepare(args.out_dir, **counts), indent=2))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +46,14 @@ class TinySettings:
     ffn_size: int = 256
     max_positions: int = 256
     max_checks: int = 6
-    steps: int = 1200
-    batch_size: int = 32
-    lr: float = 3e-3
+    steps: int = 3600
+    batch_size: int = 16
+    lr: float = 4e-3
+    warmup_steps: int = 60
+    length_buckets: int = 16  # each batch comes from a pool of batch_size x length_buckets examples sorted by length
+    loss_tokens_per_example: int = 90  # the loss's fixed divisor per example: about a mean response's tokens
     seed: int = 0
-    format_version: int = 1
+    format_version: int = 2
 
     def key(self) -> str:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -129,18 +133,39 @@ def training_example(tokenizer, rng: random.Random, max_checks: int) -> tuple[li
     return prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)
 
 
+def training_batches(tokenizer, settings: TinySettings, rng: random.Random) -> Iterator[list[tuple[list[int], int]]]:
+    """Batches of examples of similar length, in random order: padding, not arithmetic, is what a CPU step spends."""
+    size = settings.batch_size
+    while True:
+        pool = [training_example(tokenizer, rng, settings.max_checks) for _ in range(size * settings.length_buckets)]
+        pool.sort(key=lambda example: len(example[0]))
+        batches = [pool[start : start + size] for start in range(0, len(pool), size)]
+        rng.shuffle(batches)
+        yield from batches
+
+
 def warm_start(model, tokenizer, settings: TinySettings) -> float:
-    """Supervised fine-tuning on the task (AdamW, cosine schedule); returns the final loss per response token."""
+    """Supervised fine-tuning on the task (AdamW, warm-up then cosine); returns the final loss per response token.
+
+    The loss is summed over response tokens and divided by a fixed count, not averaged per batch: with batches
+    sorted by length, a per-batch mean would weigh a short response's tokens more and teach stopping early.
+    """
     rng = random.Random(settings.seed + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / settings.steps))
-    )
+
+    def lr_factor(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - settings.warmup_steps) / (settings.steps - settings.warmup_steps)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    loss_scale = settings.batch_size * settings.loss_tokens_per_example
+    batches = training_batches(tokenizer, settings, rng)
     model.train()
-    loss_value = float("nan")
+    loss_per_token = float("nan")
     progress = tqdm(range(settings.steps), desc="tiny warm start", mininterval=5)
     for _ in progress:
-        examples = [training_example(tokenizer, rng, settings.max_checks) for _ in range(settings.batch_size)]
+        examples = next(batches)
         width = max(len(ids) for ids, _ in examples)
         input_ids = torch.full((len(examples), width), tokenizer.pad_token_id)
         labels = torch.full((len(examples), width), -100)
@@ -149,16 +174,18 @@ def warm_start(model, tokenizer, settings: TinySettings) -> float:
             input_ids[row, : len(ids)] = torch.tensor(ids)
             labels[row, prompt_length : len(ids)] = torch.tensor(ids[prompt_length:])
             attention_mask[row, : len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-        loss.backward()
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+        targets = labels[:, 1:]
+        loss_sum = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+        (loss_sum / loss_scale).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()
-        progress.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+        loss_per_token = loss_sum.item() / int((targets != -100).sum())
+        progress.set_postfix(loss=f"{loss_per_token:.3f}", refresh=False)
     model.eval()
-    return loss_value
+    return loss_per_token
 
 
 def build(out_dir: Path, settings: TinySettings) -> dict:
@@ -190,7 +217,9 @@ def tiny_model_dir(settings: TinySettings | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if not (target / "tiny_build.json").exists():
-            logger.warning("verl-thinkprune: building the tiny model into %s (once; ~5 min on 2 idle cores)", target)
+            logger.warning(
+                "verl-thinkprune: building the tiny model into %s (once; about 3 min on 2 idle cores)", target
+            )
             staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
             try:
                 build(staging, settings)
@@ -198,27 +227,3 @@ def tiny_model_dir(settings: TinySettings | None = None) -> Path:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def evaluate(model_dir: Path, num_problems: int = 128, samples: int = 4, max_new_tokens: int = 200, seed: int = 1):
-    """Accuracy (the reward's rule) and mean response length when sampling at temperature 1 with no length limit."""
-    from verl_thinkprune.evaluation import EvalSettings, TransformersBackend
-    from verl_thinkprune.reward_manager import response_score
-
-    settings = EvalSettings(temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens, samples=samples, seed=seed)
-    backend = TransformersBackend(model_dir, settings, batch_size=num_problems * samples)
-    rng = random.Random(seed)
-    problems = [task.random_problem(rng) for _ in range(num_problems) for _ in range(samples)]
-    prompts = [
-        backend.tokenizer.apply_chat_template(
-            task.messages(p), add_generation_prompt=True, tokenize=True, return_dict=True
-        )["input_ids"]
-        for p in problems
-    ]
-    completions = [completion.token_ids for completion in backend.generate(prompts, max_new_tokens)]
-    correct = sum(
-        response_score(backend.tokenizer.decode(ids, skip_special_tokens=True), problem.answer)
-        for ids, problem in zip(completions, problems, strict=True)
-    )
-    lengths = [len(ids) for ids in completions]
-    return {"accuracy": correct / len(completions), "mean_length": sum(lengths) / len(lengths), "lengths": lengths}
