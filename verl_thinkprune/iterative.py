@@ -209,14 +209,15 @@ class Driver:
         by_model: dict[str, dict] = {}
         settings = evaluation_settings(self.args) if self.args.test_files else None
 
-        def evaluated(label: str, model: str, limit: int | None) -> None:
+        def evaluated(label: str, model: str, limit: int | None) -> dict:
+            """Measures model (unless measured already) and rewrites the report; returns the report."""
             if settings is not None:
                 if model not in by_model:  # a round that kept its start model hands on a model measured already
                     by_model[model] = self.evaluate(label, model, limit)
                 evaluations.append({**by_model[model], "label": label, "limit": limit})
-            report.write(self.args.run_dir, records, evaluations, settings)
+            return report.write(self.args.run_dir, records, evaluations, settings)
 
-        evaluated("start model", self.args.model, None)
+        summary = evaluated("start model", self.args.model, None)
         start_model = self.args.model
         for rnd in self.rounds:
             if rnd.record.exists():
@@ -229,8 +230,8 @@ class Driver:
                 record = self.finish_round(rnd, state, start_model)
             records.append(record)
             start_model = record["output_model"]
-            evaluated(f"round {rnd.index} output", start_model, rnd.limit)
-        return report.write(self.args.run_dir, records, evaluations, settings)
+            summary = evaluated(f"round {rnd.index} output", start_model, rnd.limit)
+        return summary  # the last round's report is the final one: written once
 
 
 def evaluation_settings(args: argparse.Namespace) -> EvalSettings:
